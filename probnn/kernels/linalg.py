@@ -1,0 +1,182 @@
+"""Cholesky factorisation with an escalating jitter, and the solves built on it."""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+#: Number of jitter levels tried after the plain factorisation; each is ten times the last.
+MAX_JITTER_TRIES = 12
+
+
+class CholeskyResult(NamedTuple):
+    """Lower Cholesky factor of ``A + jitter * I``, the jitter used, and whether it succeeded."""
+
+    factor: Float[Array, "n n"]
+    jitter: Float[Array, ""]
+    success: Bool[Array, ""]
+
+
+def initial_jitter(A: Float[Array, "n n"]) -> Float[Array, ""]:
+    """First jitter level: ten machine epsilons of ``A``'s dtype times its mean diagonal."""
+    eps = jnp.finfo(A.dtype).eps
+    return 10.0 * eps * _diagonal_scale(A)
+
+
+def _diagonal_scale(A):
+    return jnp.maximum(jnp.mean(jnp.abs(jnp.diagonal(A))), jnp.finfo(A.dtype).tiny)
+
+
+def _is_usable(L, A):
+    """Whether ``L`` is finite and no squared pivot fell below rounding level.
+
+    LAPACK can return a finite factor of an exactly singular matrix (for example from
+    repeated inputs without noise), with pivots of order ``sqrt(eps)``; such a factor
+    gives meaningless solves, so it counts as a failure and jitter is added.
+    """
+    n = A.shape[-1]
+    threshold = n * jnp.finfo(A.dtype).eps * _diagonal_scale(A)
+    return jnp.all(jnp.isfinite(L)) & (jnp.min(jnp.diagonal(L)) ** 2 >= threshold)
+
+
+def factor_with_jitter(A: Float[Array, "n n"], max_tries: int = MAX_JITTER_TRIES) -> CholeskyResult:
+    """Factorise ``A``, adding the smallest jitter that gives a usable factor.
+
+    The plain factorisation is tried first; then ``j0 * 10^k`` is added to the diagonal for
+    ``k = 0, 1, ...`` with ``j0`` from :func:`initial_jitter`, until the factor is finite
+    with no squared pivot below ``n * eps * mean(diag(A))``, or ``max_tries`` levels have
+    failed. Pure and jittable, but not differentiable (it is a ``while_loop``); use
+    :func:`cholesky_with_jitter` for gradients.
+    """
+    eye = jnp.eye(A.shape[-1], dtype=A.dtype)
+    start = initial_jitter(A)
+
+    def not_done(carry):
+        tries, _, _, ok = carry
+        return (~ok) & (tries <= max_tries)
+
+    def attempt(carry):
+        tries, _, _, _ = carry
+        level = start * 10.0 ** (tries - 1)
+        L = jnp.linalg.cholesky(A + level * eye)
+        return tries + 1, level, L, _is_usable(L, A)
+
+    L0 = jnp.linalg.cholesky(A)
+    init = (1, jnp.zeros((), A.dtype), L0, _is_usable(L0, A))
+    _, level, L, ok = jax.lax.while_loop(not_done, attempt, init)
+    return CholeskyResult(L, level, ok)
+
+
+def cholesky_with_jitter(A: Float[Array, "n n"], max_tries: int = MAX_JITTER_TRIES) -> CholeskyResult:
+    """Differentiable version of :func:`factor_with_jitter`.
+
+    The jitter is found on ``stop_gradient(A)`` and then treated as a constant, so the
+    factor of ``A + jitter * I`` can be differentiated with respect to ``A`` under
+    ``jit`` and ``vmap``. It factorises twice; the fitting code avoids it by using
+    :func:`gaussian_log_det_and_quadratic`, whose gradient is written out.
+
+    This function is pure and never warns; :func:`cholesky` is the checked wrapper that
+    warns about the jitter and raises on failure.
+    """
+    search = factor_with_jitter(jax.lax.stop_gradient(A), max_tries)
+    eye = jnp.eye(A.shape[-1], dtype=A.dtype)
+    factor = jnp.linalg.cholesky(A + search.jitter * eye)
+    return CholeskyResult(factor, search.jitter, search.success)
+
+
+_cholesky_jit = jax.jit(factor_with_jitter, static_argnames="max_tries")
+
+
+class CholeskyError(ValueError):
+    """Raised when a matrix cannot be factorised even with the largest jitter."""
+
+
+def cholesky(A, *, what: str = "the covariance matrix", max_tries: int = MAX_JITTER_TRIES) -> Array:
+    """Factorise ``A``, warning with the jitter used and raising when every level fails.
+
+    Call it outside ``jit``: the checks need concrete values.
+
+    Raises
+    ------
+    CholeskyError
+        If ``A + j * I`` has no finite Cholesky factor for the largest jitter ``j``.
+    """
+    result = _cholesky_jit(jnp.asarray(A), max_tries=max_tries)
+    report_cholesky(result, what)
+    return result.factor
+
+
+def report_cholesky(result: CholeskyResult, what: str) -> None:
+    """Warn about the jitter a :class:`CholeskyResult` used, or raise if it failed."""
+    jitter = float(result.jitter)
+    if not bool(result.success):
+        raise CholeskyError(
+            f"Cholesky factorisation of {what} failed even with jitter {jitter:.3g} on the "
+            "diagonal. The matrix is not positive definite: check for NaN inputs, increase "
+            "the noise variance or its lower bound, or enable float64 with "
+            "jax.config.update('jax_enable_x64', True)."
+        )
+    if jitter > 0.0:
+        warnings.warn(
+            f"Cholesky factorisation of {what} needed jitter {jitter:.3g} on the diagonal "
+            "(the matrix is numerically singular, e.g. from repeated inputs without noise).",
+            NumericalWarning,
+            stacklevel=3,
+        )
+
+
+class NumericalWarning(RuntimeWarning):
+    """Warning raised when probnn applies a numerical remedy such as jitter or clipping."""
+
+
+def solve_triangular_lower(L, B):
+    """Solve ``L X = B`` for lower-triangular ``L``."""
+    return jax.scipy.linalg.solve_triangular(L, B, lower=True)
+
+
+def cho_solve(L, B):
+    """Solve ``(L L^T) X = B`` given the lower Cholesky factor ``L``."""
+    return jax.scipy.linalg.cho_solve((L, True), B)
+
+
+def log_det_from_cholesky(L) -> Array:
+    """Log determinant of ``L L^T``."""
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(L)))
+
+
+@jax.custom_vjp
+def gaussian_log_det_and_quadratic(A: Float[Array, "n n"], y: Float[Array, " n"]):
+    r"""Return :math:`\log |A|` and :math:`y^\top A^{-1} y` from one Cholesky factorisation.
+
+    Every Gaussian and Student-t marginal likelihood is a function of these two numbers.
+    The gradients are written out, :math:`\partial \log|A| / \partial A = A^{-1}` and
+    :math:`\partial q / \partial A = -a a^\top` with :math:`a = A^{-1} y`, which is
+    several times cheaper than differentiating through the Cholesky factorisation.
+    Jitter is added as in :func:`factor_with_jitter`.
+    """
+    L = factor_with_jitter(A).factor
+    a = cho_solve(L, y)
+    return log_det_from_cholesky(L), jnp.dot(y, a)
+
+
+def _log_det_quadratic_forward(A, y):
+    L = factor_with_jitter(A).factor
+    a = cho_solve(L, y)
+    return (log_det_from_cholesky(L), jnp.dot(y, a)), (L, a)
+
+
+def _log_det_quadratic_backward(residuals, cotangents):
+    L, a = residuals
+    log_det_bar, quadratic_bar = cotangents
+    A_inv = cho_solve(L, jnp.eye(L.shape[-1], dtype=L.dtype))
+    A_bar = log_det_bar * A_inv - quadratic_bar * jnp.outer(a, a)
+    # q = y^T A^{-1} y gives dq/dy = 2 a.
+    y_bar = 2.0 * quadratic_bar * a
+    return A_bar, y_bar
+
+
+gaussian_log_det_and_quadratic.defvjp(_log_det_quadratic_forward, _log_det_quadratic_backward)
