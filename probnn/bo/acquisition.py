@@ -7,13 +7,15 @@ function values at ``m`` candidate points and returns an array of shape
 * ``numpyro.distributions.Normal`` (Gaussian process posterior),
 * ``numpyro.distributions.StudentT`` (Student-t process posterior),
 * ``numpyro.distributions.MixtureSameFamily`` whose components are ``Normal``
-  or ``StudentT`` with batch shape ``(m, K)`` and whose weights are
-  ``mixing_distribution.probs``.
+  or ``StudentT`` with batch shape ``(m, K)``, weighted by
+  ``mixing_distribution.probs`` (or its ``logits`` for ``CategoricalLogits``).
 
 The dispatch on the predictive's type uses ``isinstance`` and happens at
 trace time. All functions are pure JAX, so they can be jit-compiled, vmapped
-and differentiated with respect to the predictive's ``loc`` and ``scale``.
-Derivatives with respect to a Student-t ``df`` are not supported.
+and differentiated with respect to the predictive's ``loc`` and ``scale``
+(also twice). Derivatives with respect to a Student-t ``df`` raise
+``NotImplementedError``. The module never changes JAX's precision: float32
+inputs give float32 results, with float32 accuracy.
 
 Improvement is measured below the incumbent ``best`` (the lowest observed
 value): ``I = max(best - f, 0)``, and ``z = (best - loc) / scale``.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -135,7 +138,7 @@ def _log_h_value(z: Array) -> Array:
 
     Three regimes, following Ament et al. (2023):
 
-    * z > -1: h(z) directly; the two terms cancel by at most a factor of 3.
+    * z > -1: h(z) directly, because the two terms cancel by at most a factor of 3.
     * -10 <= z <= -1: h(z) = phi(z) [1 - |z| sqrt(pi/2) erfcx(|z| / sqrt 2)],
       which keeps the exp(-z^2 / 2) factor out of the subtraction.
     * z < -10: h(z) = phi(z) / z^2 [1 - 3/z^2 + 15/z^4 - ...], the asymptotic
@@ -220,7 +223,7 @@ def _incomplete_beta_continued_fraction(p: Array, q: Array, v: Array) -> Array:
     F = 1 / (1 + d_1 / (1 + d_2 / (1 + ...))) and
     d_(2m+1) = -(p + m)(p + q + m) v / ((p + 2m)(p + 2m + 1)),
     d_(2m) = m (q - m) v / ((p + 2m - 1)(p + 2m)).
-    It converges quickly for v < (p + 1) / (p + q + 2); callers select the
+    It converges quickly for v < (p + 1) / (p + q + 2), so callers select the
     symmetric form I_v(p, q) = 1 - I_(1-v)(q, p) outside that range. The
     fraction is evaluated with the modified Lentz method until every element
     has converged to machine precision.
@@ -267,7 +270,9 @@ def _student_t_tail_series_log_sum(a: Array, log_w: Array) -> Array:
     """Compute log sum_k f_k w^k / (a + k - 1/2) with f_k = sum_(n<=k) c_(k-n) / (a + n).
 
     These are the all-positive coefficients of the Student-t EI in powers of
-    w = df / (df + z^2); see ``_student_t_log_cdf_and_log_ei``.
+    w = df / (df + z^2), derived in ``_student_t_log_g_value``. For
+    w <= 1/2 every term is at most 2^-k times the first, so the plain sum
+    neither overflows nor cancels.
     """
     dtype = log_w.dtype
     k = jnp.arange(_STUDENT_SERIES_TERMS, dtype=dtype)
@@ -275,50 +280,71 @@ def _student_t_tail_series_log_sum(a: Array, log_w: Array) -> Array:
     toeplitz = jnp.asarray(_HALF_BINOMIAL_TOEPLITZ, dtype)
     a = a[..., None]
     f = (c / (a + k)) @ toeplitz.T
-    log_terms = jnp.log(f / (a + k - 0.5)) + k * log_w[..., None]
-    return logsumexp(log_terms, axis=-1)
+    terms = f / (a + k - 0.5) * jnp.exp(k * log_w[..., None])
+    return jnp.log(jnp.sum(terms, axis=-1))
 
 
-def _student_t_log_cdf_and_log_ei_value(z: Array, df: Array) -> tuple[Array, Array]:
-    z, df = jnp.broadcast_arrays(z, df)
+class _StudentTQuantities(NamedTuple):
+    """Quantities shared by the Student-t CDF and EI at standardized z."""
+
+    a: Array  # df / 2
+    log1p_ratio: Array  # log1p(z^2 / df) = -log w
+    w: Array  # df / (df + z^2)
+    y: Array  # z^2 / (df + z^2) = 1 - w, without cancellation
+    log_beta: Array  # log B(df / 2, 1/2)
+    use_lower: Array  # whether the continued fraction runs in w (else in y)
+    fraction: Array  # that continued fraction
+
+
+def _student_t_quantities(z: Array, df: Array) -> _StudentTQuantities:
     a = 0.5 * df
     z2 = z * z
-    log1p_ratio = jnp.log1p(z2 / df)  # -log w with w = df / (df + z^2)
     w = df / (df + z2)
-    y = z2 / (df + z2)  # 1 - w without cancellation
-    log_beta = _log_beta_half(a)
-
-    # CDF. In the lower form T(z) = I_w(a, 1/2) / 2 for z < 0, and the
-    # continued fraction converges quickly; otherwise (|z| below about
-    # sqrt 3) the symmetric form T(z) = 1/2 + sign(z) I_y(1/2, a) / 2 is used.
+    y = z2 / (df + z2)
+    # The continued fraction converges quickly in w for w < (a + 1) / (a + 5/2),
+    # that is for z^2 above about 3. Closer to z = 0 it runs in y = 1 - w
+    # through the symmetry I_w(a, 1/2) = 1 - I_y(1/2, a).
     use_lower = w < (a + 1.0) / (a + 2.5)
     fraction = _incomplete_beta_continued_fraction(
         jnp.where(use_lower, a, 0.5), jnp.where(use_lower, 0.5, a), jnp.where(use_lower, w, y)
     )
-    y_lower = jnp.where(use_lower, y, 1.0)
-    # log S(|z|) for S = 1 - T, from I_w(a, 1/2) = w^a y^(1/2) / (a B(a, 1/2)) * F.
+    return _StudentTQuantities(a, jnp.log1p(z2 / df), w, y, _log_beta_half(a), use_lower, fraction)
+
+
+def _student_t_log_cdf_value(z: Array, df: Array, q: _StudentTQuantities) -> Array:
+    """Compute log T(z) from I_w(a, 1/2) = w^a y^(1/2) / (a B(a, 1/2)) * F."""
+    # Lower form: the tail probability S(|z|) = I_w(a, 1/2) / 2 in log space,
+    # so it does not underflow far in the tail.
+    y_lower = jnp.where(q.use_lower, q.y, 1.0)
     log_upper_tail = (
-        -a * log1p_ratio + 0.5 * jnp.log(y_lower) - jnp.log(a) - log_beta + jnp.log(fraction) - math.log(2.0)
+        -q.a * q.log1p_ratio + 0.5 * jnp.log(y_lower) - jnp.log(q.a) - q.log_beta + jnp.log(q.fraction) - math.log(2.0)
     )
     log_cdf_lower = jnp.where(z < 0, log_upper_tail, jnp.log1p(-jnp.exp(log_upper_tail)))
-    # In the symmetric form sign(z) y^(1/2) = z / sqrt(df + z^2), which keeps
-    # the CDF smooth through z = 0.
-    cdf_central = 0.5 + z / jnp.sqrt(df + z2) * jnp.exp(-a * log1p_ratio - log_beta) * fraction
-    log_cdf = jnp.where(use_lower, log_cdf_lower, jnp.log(cdf_central))
+    # Central form: T(z) = 1/2 + sign(z) I_y(1/2, a) / 2 with
+    # sign(z) y^(1/2) = z / sqrt(df + z^2), which keeps T smooth through z = 0.
+    cdf_central = 0.5 + z / jnp.sqrt(df + z * z) * jnp.exp(-q.a * q.log1p_ratio - q.log_beta) * q.fraction
+    return jnp.where(q.use_lower, log_cdf_lower, jnp.log(cdf_central))
 
-    # EI / sigma = g(z) = z T(z) + term with term = (df + z^2) / (df - 1) t(z),
-    # so log term = log(df) / 2 - log(df - 1) - log B(a, 1/2) + (a - 1/2) log w.
-    log_density_term = 0.5 * jnp.log(df) - jnp.log(df - 1.0) - log_beta - (a - 0.5) * log1p_ratio
+
+def _student_t_log_g_value(z: Array, df: Array, log_cdf: Array, q: _StudentTQuantities) -> Array:
+    """Compute log g(z) for g(z) = EI / sigma = z T(z) + term, term = (df + z^2) / (df - 1) t(z)."""
+    # log term = log(df) / 2 - log(df - 1) - log B(a, 1/2) + (a - 1/2) log w.
+    log_term = 0.5 * jnp.log(df) - jnp.log(df - 1.0) - q.log_beta - (q.a - 0.5) * q.log1p_ratio
 
     # Central and right region: both terms are positive for z >= 0, and for
     # z^2 below about 3 they cancel by less than a factor of 10.
-    log_ei_direct = jnp.log(z * jnp.exp(log_cdf) + jnp.exp(log_density_term))
+    log_g_direct = jnp.log(z * jnp.exp(log_cdf) + jnp.exp(log_term))
 
     # Left tail with w > 1/2: z T(z) / term = -y (df - 1) / df * F with the
     # same continued fraction F, so g = term * (1 - y (df - 1) / df * F). The
-    # subtraction loses about min(z^2, df) * eps.
-    ratio = y * (df - 1.0) / df * fraction
-    log_ei_fraction = log_density_term + jnp.log1p(-jnp.where(use_lower & (z < 0), ratio, 0.0))
+    # subtraction amplifies rounding errors by about min(z^2, df).
+    # NOTE: for df above about 1e5 this limits the accuracy: the relative
+    # error of EI was measured at 1.2e-10 for df = 1e5, 1.5e-9 for df = 1e6
+    # and 2e-7 for df = 1e8 (float64, against quadrature). A Normal predictive
+    # is the better model there.
+    left_fraction = q.use_lower & (z < 0)
+    ratio = jnp.where(left_fraction, q.y * (df - 1.0) / df * q.fraction, 0.0)
+    log_g_fraction = log_term + jnp.log1p(-ratio)
 
     # Far left tail, w <= 1/2: an all-positive series, so no cancellation.
     # Writing g = sqrt(df) / B(a, 1/2) * G(w), one finds
@@ -326,20 +352,25 @@ def _student_t_log_cdf_and_log_ei_value(z: Array, df: Array) -> tuple[Array, Arr
     # B_w(a, 1/2) = w^a sum_n c_n w^n / (a + n) and (1 - w)^(-1/2) = sum_n c_n w^n
     # and integrating term by term gives
     # G(w) = w^(a - 1/2) / 4 * sum_k f_k w^k / (a + k - 1/2).
-    series = (z < 0) & (w <= 0.5)
-    log_w_series = jnp.where(series, -log1p_ratio, -math.log(2.0))
-    log_ei_series = (
+    series = (z < 0) & (q.w <= 0.5)
+    log_w_series = jnp.where(series, -q.log1p_ratio, -math.log(2.0))
+    log_g_series = (
         0.5 * jnp.log(df)
-        - log_beta
-        + (a - 0.5) * log_w_series
-        + _student_t_tail_series_log_sum(a, log_w_series)
+        - q.log_beta
+        + (q.a - 0.5) * log_w_series
+        + _student_t_tail_series_log_sum(q.a, log_w_series)
         - math.log(4.0)
     )
 
-    left_fraction = use_lower & (z < 0)
-    log_ei = jnp.where(series, log_ei_series, jnp.where(left_fraction, log_ei_fraction, log_ei_direct))
-    log_ei = jnp.where(df > 1.0, log_ei, jnp.nan)
-    return log_cdf, log_ei
+    log_g = jnp.where(series, log_g_series, jnp.where(left_fraction, log_g_fraction, log_g_direct))
+    return jnp.where(df > 1.0, log_g, jnp.nan)
+
+
+def _student_t_log_cdf_and_log_ei_value(z: Array, df: Array) -> tuple[Array, Array]:
+    z, df = jnp.broadcast_arrays(z, df)
+    quantities = _student_t_quantities(z, df)
+    log_cdf = _student_t_log_cdf_value(z, df, quantities)
+    return log_cdf, _student_t_log_g_value(z, df, log_cdf, quantities)
 
 
 @jax.custom_jvp
@@ -348,7 +379,7 @@ def _student_t_log_cdf_and_log_ei(z: Array, df: Array) -> tuple[Array, Array]:
 
     g(z) = E[max(z - Z, 0)] for Z ~ t_df equals z T(z) + (df + z^2) / (df - 1) t(z),
     because d/du [(df + u^2) t(u)] = -(df - 1) u t(u). The derivatives are
-    d log T / dz = t / T and d log g / dz = T / g; ``df`` is not differentiable.
+    d log T / dz = t / T and d log g / dz = T / g. There is no derivative in ``df``.
     """
     return _student_t_log_cdf_and_log_ei_value(z, df)
 
@@ -358,8 +389,8 @@ def _student_t_log_cdf_and_log_ei_jvp(primals, tangents):
     z_dot, df_dot = tangents
     if not isinstance(df_dot, SymbolicZero):
         raise NotImplementedError(
-            "Student-t acquisition values are not differentiable with respect to df; "
-            "wrap df in jax.lax.stop_gradient."
+            "Student-t acquisition values are not differentiable with respect to df. "
+            "Wrap df in jax.lax.stop_gradient."
         )
     log_cdf, log_ei = _student_t_log_cdf_and_log_ei(z, df)
     if isinstance(z_dot, SymbolicZero):
@@ -373,7 +404,7 @@ _student_t_log_cdf_and_log_ei.defjvp(_student_t_log_cdf_and_log_ei_jvp, symbolic
 
 
 def _concrete_min(values: ArrayLike) -> float | None:
-    """Return the minimum of ``values`` when they are concrete, else None (traced)."""
+    """Return the minimum of ``values``, or None when they are traced."""
     if isinstance(values, jax.core.Tracer):
         return None
     return float(np.min(np.asarray(values)))
@@ -383,8 +414,8 @@ def _check_student_t_df(df: ArrayLike, minimum: float, quantity: str) -> None:
     df_min = _concrete_min(df)
     if df_min is not None and not df_min > minimum:
         raise ValueError(
-            f"StudentT predictive has df = {df_min}, but the {quantity} requires df > {minimum:g}; "
-            "use a predictive with more degrees of freedom or another acquisition function."
+            f"StudentT predictive has df = {df_min}, but the {quantity} requires df > {minimum:g}. "
+            "Use a predictive with more degrees of freedom or another acquisition function."
         )
 
 
@@ -393,20 +424,55 @@ def _check_student_t_df(df: ArrayLike, minimum: float, quantity: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _parameters(predictive: dist.Normal | dist.StudentT, best: Array) -> tuple[Array, ...]:
-    """Return (loc, scale, best[, df]) as arrays of one floating dtype, so float32 stays float32."""
-    loc = jnp.asarray(predictive.loc)
-    scale = jnp.asarray(predictive.scale)
-    dtype = jnp.result_type(loc, scale, float)
-    values = (loc, scale, best) + ((predictive.df,) if isinstance(predictive, dist.StudentT) else ())
-    return tuple(jnp.asarray(value, dtype) for value in values)
+def _canonical_parameters(*values: ArrayLike) -> tuple[Array, ...]:
+    """Cast (loc, scale, best[, df]) to one floating dtype and broadcast them to one shape.
+
+    The dtype follows loc and scale, so float32 predictives stay float32. The
+    jitted kernels below then compile once per batch shape and dtype, instead
+    of once per combination of argument shapes and Python or array scalars.
+    """
+    dtype = jnp.result_type(values[0], values[1], float)
+    shape = jnp.broadcast_shapes(*(jnp.shape(value) for value in values))
+    return tuple(jnp.broadcast_to(jnp.asarray(value, dtype), shape) for value in values)
 
 
-def _mixture_log_weights(mixture: dist.MixtureSameFamily) -> Array:
+@jax.jit
+def _normal_log_ei(loc: Array, scale: Array, best: Array) -> Array:
+    return jnp.log(scale) + _log_h((best - loc) / scale)
+
+
+@jax.jit
+def _normal_log_pi(loc: Array, scale: Array, best: Array) -> Array:
+    return _log_ndtr((best - loc) / scale)
+
+
+@jax.jit
+def _student_t_log_pi_and_log_ei(loc: Array, scale: Array, best: Array, df: Array) -> tuple[Array, Array]:
+    log_cdf, log_g = _student_t_log_cdf_and_log_ei((best - loc) / scale, df)
+    return log_cdf, jnp.log(scale) + log_g
+
+
+@jax.jit
+def _combine_with_probs(probs: Array, component_values: Array) -> Array:
+    return logsumexp(jnp.log(probs) + component_values, axis=-1)
+
+
+@jax.jit
+def _combine_with_logits(logits: Array, component_values: Array) -> Array:
+    return logsumexp(jax.nn.log_softmax(logits, axis=-1) + component_values, axis=-1)
+
+
+def _mixture_combine(mixture: dist.MixtureSameFamily, component_values: Array) -> Array:
+    """Compute log sum_k pi_k exp(component_values[..., k]) with the mixture weights pi."""
     mixing = mixture.mixing_distribution
     if isinstance(mixing, dist.CategoricalLogits):
-        return jax.nn.log_softmax(mixing.logits, axis=-1)
-    return jnp.log(mixing.probs)
+        return _combine_with_logits(mixing.logits, component_values)
+    return _combine_with_probs(mixing.probs, component_values)
+
+
+def _component_best(best: ArrayLike) -> ArrayLike:
+    """Add a trailing component axis to a non-scalar ``best``."""
+    return best[..., None] if jnp.ndim(best) > 0 else best
 
 
 def _is_supported(predictive: object) -> bool:
@@ -427,50 +493,9 @@ def _unsupported(predictive: object, function_name: str, method_hint: str = "") 
     if isinstance(predictive, dist.MixtureSameFamily):
         description += f" with {type(predictive.component_distribution).__name__} components"
     return TypeError(
-        f"{function_name} does not support a predictive of type {description}; "
-        f"supported types are {_SUPPORTED_TYPES}{method_hint}."
+        f"{function_name} does not support a predictive of type {description}. "
+        f"Supported types are {_SUPPORTED_TYPES}{method_hint}."
     )
-
-
-# The traced implementations below receive the predictive as a pytree argument
-# of jax.jit, so each (type, shape, dtype) compiles once and eager calls do not
-# dispatch dozens of small operations. The isinstance dispatch runs at trace
-# time; the public functions validate types and concrete df values first.
-
-
-def _log_ei_traced(predictive: dist.Distribution, best: Array) -> Array:
-    if isinstance(predictive, dist.MixtureSameFamily):
-        component_log_ei = _log_ei_traced(predictive.component_distribution, best[..., None])
-        return logsumexp(_mixture_log_weights(predictive) + component_log_ei, axis=-1)
-    if isinstance(predictive, dist.Normal):
-        loc, scale, best = _parameters(predictive, best)
-        return jnp.log(scale) + _log_h((best - loc) / scale)
-    loc, scale, best, df = _parameters(predictive, best)
-    _, log_g = _student_t_log_cdf_and_log_ei((best - loc) / scale, df)
-    return jnp.log(scale) + log_g
-
-
-def _log_pi_traced(predictive: dist.Distribution, best: Array) -> Array:
-    if isinstance(predictive, dist.MixtureSameFamily):
-        component_log_pi = _log_pi_traced(predictive.component_distribution, best[..., None])
-        return logsumexp(_mixture_log_weights(predictive) + component_log_pi, axis=-1)
-    if isinstance(predictive, dist.Normal):
-        loc, scale, best = _parameters(predictive, best)
-        return _log_ndtr((best - loc) / scale)
-    loc, scale, best, df = _parameters(predictive, best)
-    log_cdf, _ = _student_t_log_cdf_and_log_ei((best - loc) / scale, df)
-    return log_cdf
-
-
-def _ucb_traced(predictive: dist.Distribution, beta: Array) -> Array:
-    mean = jnp.asarray(predictive.mean)
-    std = jnp.sqrt(jnp.asarray(predictive.variance))
-    return jnp.sqrt(jnp.asarray(beta, mean.dtype)) * std - mean
-
-
-_log_ei_jit = jax.jit(_log_ei_traced)
-_log_pi_jit = jax.jit(_log_pi_traced)
-_ucb_jit = jax.jit(_ucb_traced)
 
 
 # ---------------------------------------------------------------------------
@@ -478,7 +503,9 @@ _ucb_jit = jax.jit(_ucb_traced)
 # ---------------------------------------------------------------------------
 
 
-def log_expected_improvement(predictive: dist.Distribution, best: Float[ArrayLike, ""]) -> Float[Array, " m"]:
+def log_expected_improvement(
+    predictive: dist.Distribution, best: Float[ArrayLike, "*#batch"]
+) -> Float[Array, "*batch"]:
     r"""Compute the log expected improvement below ``best``.
 
     Parameters
@@ -488,12 +515,13 @@ def log_expected_improvement(predictive: dist.Distribution, best: Float[ArrayLik
         ``Normal``, ``StudentT`` with ``df > 1``, or ``MixtureSameFamily`` of
         those. Any other object with a method ``log_expected_improvement(best)``
         is delegated to that method.
-    best : float or scalar array
-        Incumbent, the lowest observed value.
+    best : float or array
+        Incumbent, the lowest observed value: a scalar, or an array that
+        broadcasts against the batch shape.
 
     Returns
     -------
-    Array of shape ``(m,)``
+    Array of shape ``(m,)`` (the predictive's batch shape)
         :math:`\log \mathbb{E}[\max(\mathrm{best} - f, 0)]`, finite for
         :math:`z = (\mathrm{best} - \mu) / \sigma` between -1e3 and 1e3 at least,
         with finite and nonzero gradients there.
@@ -526,9 +554,16 @@ def log_expected_improvement(predictive: dist.Distribution, best: Float[ArrayLik
       :math:`G'(w) = B_w(\nu/2, 1/2) / (4 w^{3/2} \sqrt{1 - w})`.
     * :math:`w > 1/2`, :math:`z` below about :math:`-\sqrt3`: the ratio of the two
       terms comes from the continued fraction of the incomplete beta function
-      and is subtracted in log space; this loses about
-      :math:`\min(z^2, \nu)` times the machine epsilon.
+      and is subtracted in log space, which amplifies rounding errors by about
+      :math:`\min(z^2, \nu)`.
     * otherwise the closed form is summed directly.
+
+    Accuracy in float64, measured against quadrature for :math:`-10^3 \le z \le 30`:
+    the relative error of EI is below :math:`10^{-13}` for :math:`\nu \le 30`,
+    about :math:`10^{-12}` for :math:`\nu = 10^3` and :math:`1.5 \cdot 10^{-9}` for
+    :math:`\nu = 10^6`. For the Gaussian it is below
+    :math:`10^{-13} + \epsilon z^2`, the second part being the rounding of
+    :math:`z^2 / 2`.
 
     Mixtures: :math:`\log \sum_k \pi_k \mathrm{EI}_k` via ``logsumexp``.
 
@@ -538,9 +573,19 @@ def log_expected_improvement(predictive: dist.Distribution, best: Float[ArrayLik
     Improvements to Expected Improvement for Bayesian Optimization",
     NeurIPS 2023, arXiv:2310.20708.
     """
-    if _is_supported(predictive):
-        _check_df(predictive, 1.0, "expected improvement")
-        return _log_ei_jit(predictive, jnp.asarray(best))
+    if isinstance(predictive, dist.MixtureSameFamily) and _is_supported(predictive):
+        component_log_ei = log_expected_improvement(predictive.component_distribution, _component_best(best))
+        return _mixture_combine(predictive, component_log_ei)
+
+    if isinstance(predictive, dist.Normal):
+        return _normal_log_ei(*_canonical_parameters(predictive.loc, predictive.scale, best))
+
+    if isinstance(predictive, dist.StudentT):
+        _check_student_t_df(predictive.df, 1.0, "expected improvement")
+        _, log_ei = _student_t_log_pi_and_log_ei(
+            *_canonical_parameters(predictive.loc, predictive.scale, best, predictive.df)
+        )
+        return log_ei
 
     method = getattr(predictive, "log_expected_improvement", None)
     if callable(method):
@@ -550,17 +595,19 @@ def log_expected_improvement(predictive: dist.Distribution, best: Float[ArrayLik
     )
 
 
-def expected_improvement(predictive: dist.Distribution, best: Float[ArrayLike, ""]) -> Float[Array, " m"]:
+def expected_improvement(predictive: dist.Distribution, best: Float[ArrayLike, "*#batch"]) -> Float[Array, "*batch"]:
     """Compute the expected improvement below ``best`` as ``exp(log_expected_improvement)``.
 
     It underflows to 0 far from the incumbent, where its gradient vanishes as
-    well; optimize ``log_expected_improvement`` instead. Parameters, raised
+    well, so optimize ``log_expected_improvement`` instead. Parameters, raised
     errors and formulas are those of :func:`log_expected_improvement`.
     """
     return jnp.exp(log_expected_improvement(predictive, best))
 
 
-def log_probability_of_improvement(predictive: dist.Distribution, best: Float[ArrayLike, ""]) -> Float[Array, " m"]:
+def log_probability_of_improvement(
+    predictive: dist.Distribution, best: Float[ArrayLike, "*#batch"]
+) -> Float[Array, "*batch"]:
     r"""Compute the log probability of improvement, :math:`\log P(f < \mathrm{best})`.
 
     Parameters
@@ -569,12 +616,13 @@ def log_probability_of_improvement(predictive: dist.Distribution, best: Float[Ar
         ``Normal``, ``StudentT`` (any ``df > 0``), or ``MixtureSameFamily`` of
         those, batch shape ``(m,)``. Any other object with a method
         ``log_probability_of_improvement(best)`` is delegated to that method.
-    best : float or scalar array
-        Incumbent, the lowest observed value.
+    best : float or array
+        Incumbent, the lowest observed value: a scalar, or an array that
+        broadcasts against the batch shape.
 
     Returns
     -------
-    Array of shape ``(m,)``
+    Array of shape ``(m,)`` (the predictive's batch shape)
         Gaussian: :math:`\log\Phi(z)`, computed as
         :math:`-z^2/2 + \log(\mathrm{erfcx}(-z/\sqrt2)/2)` for :math:`z < 0`.
         Student-t: :math:`\log T_\nu(z)` with
@@ -587,9 +635,19 @@ def log_probability_of_improvement(predictive: dist.Distribution, best: Float[Ar
     TypeError
         If the predictive type is not supported.
     """
-    if _is_supported(predictive):
-        _check_df(predictive, 0.0, "probability of improvement")
-        return _log_pi_jit(predictive, jnp.asarray(best))
+    if isinstance(predictive, dist.MixtureSameFamily) and _is_supported(predictive):
+        component_log_pi = log_probability_of_improvement(predictive.component_distribution, _component_best(best))
+        return _mixture_combine(predictive, component_log_pi)
+
+    if isinstance(predictive, dist.Normal):
+        return _normal_log_pi(*_canonical_parameters(predictive.loc, predictive.scale, best))
+
+    if isinstance(predictive, dist.StudentT):
+        _check_student_t_df(predictive.df, 0.0, "probability of improvement")
+        log_pi, _ = _student_t_log_pi_and_log_ei(
+            *_canonical_parameters(predictive.loc, predictive.scale, best, predictive.df)
+        )
+        return log_pi
 
     method = getattr(predictive, "log_probability_of_improvement", None)
     if callable(method):
@@ -601,7 +659,12 @@ def log_probability_of_improvement(predictive: dist.Distribution, best: Float[Ar
     )
 
 
-def upper_confidence_bound(predictive: dist.Distribution, beta: float = 2.0) -> Float[Array, " m"]:
+@jax.jit
+def _ucb_from_moments(mean: Array, variance: Array, beta: Array) -> Array:
+    return jnp.sqrt(jnp.asarray(beta, mean.dtype)) * jnp.sqrt(variance) - mean
+
+
+def upper_confidence_bound(predictive: dist.Distribution, beta: float = 2.0) -> Float[Array, "*batch"]:
     r"""Compute the confidence bound for minimization, :math:`-(\mu - \sqrt\beta\,\sigma)`.
 
     Parameters
@@ -610,15 +673,15 @@ def upper_confidence_bound(predictive: dist.Distribution, beta: float = 2.0) -> 
         ``Normal``, ``StudentT`` with ``df > 2``, or ``MixtureSameFamily`` of
         those, batch shape ``(m,)``. :math:`\mu` and :math:`\sigma^2` are the
         predictive's ``mean`` and ``variance`` (for a mixture, the mixture's
-        moments; for Student-t, :math:`\sigma^2 = s^2 \nu / (\nu - 2)`).
+        moments, and for Student-t :math:`\sigma^2 = s^2 \nu / (\nu - 2)`).
     beta : float
-        Exploration weight; the bound is :math:`\sqrt\beta` standard deviations
+        Exploration weight. The bound is :math:`\sqrt\beta` standard deviations
         below the mean.
 
     Returns
     -------
-    Array of shape ``(m,)``
-        :math:`\sqrt\beta\,\sigma - \mu`, larger for lower lower bounds.
+    Array of shape ``(m,)`` (the predictive's batch shape)
+        :math:`\sqrt\beta\,\sigma - \mu`, the negated lower confidence bound.
 
     Raises
     ------
@@ -631,7 +694,7 @@ def upper_confidence_bound(predictive: dist.Distribution, beta: float = 2.0) -> 
     if not _is_supported(predictive):
         raise _unsupported(predictive, "upper_confidence_bound")
     _check_df(predictive, 2.0, "upper confidence bound (finite variance)")
-    return _ucb_jit(predictive, jnp.asarray(beta))
+    return _ucb_from_moments(predictive.mean, predictive.variance, beta)
 
 
 def thompson_choice(samples: Float[ArrayLike, "... m"]) -> Int[Array, "..."]:
@@ -672,6 +735,6 @@ ACQUISITIONS: dict[str, Callable[[dist.Distribution, ArrayLike, float], Array]] 
 :func:`log_probability_of_improvement` (the log, so that it stays finite far
 from the incumbent). Each ignores the argument it does not use. Thompson
 sampling (``"ts"``) is not listed because it needs a joint posterior sample
-rather than a marginal predictive; the optimization loop draws that sample and
+rather than a marginal predictive. The optimization loop draws that sample and
 calls :func:`thompson_choice`.
 """

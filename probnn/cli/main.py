@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from probnn.cli.bo_command import add_bo_parser, add_problems_parser
@@ -34,11 +35,33 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    _enable_compilation_cache(jax)
     try:
         return args.handler(args)
     except ValueError as error:
         print(f"probnn {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _enable_compilation_cache(jax) -> None:
+    """Keep compiled programs on disk so later runs skip most of the compilation.
+
+    The folder is ``$PROBNN_CACHE_DIR``, else ``$XDG_CACHE_HOME/probnn/jax``, else
+    ``~/.cache/probnn/jax``; an empty ``PROBNN_CACHE_DIR`` turns the cache off.
+    """
+    folder = os.environ.get("PROBNN_CACHE_DIR")
+    if folder == "":
+        return
+    if folder is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        folder = os.path.join(base, "probnn", "jax")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        logging.getLogger("probnn.cli").warning("Compilation cache disabled: cannot create %s (%s).", folder, error)
+        return
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 if __name__ == "__main__":

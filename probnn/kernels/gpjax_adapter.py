@@ -51,8 +51,8 @@ class GPJaxKernel(gpjax.kernels.AbstractKernel):
         self.name = f"probnn.{type(kernel).__name__}"
 
     def __call__(self, x, y):
-        x = jnp.atleast_1d(x)[None, :]
-        y = jnp.atleast_1d(y)[None, :]
+        x = self.slice_input(jnp.atleast_1d(x))[None, :]
+        y = self.slice_input(jnp.atleast_1d(y))[None, :]
         return self.kernel.cross(x, y)[0, 0]
 
 

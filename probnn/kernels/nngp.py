@@ -36,6 +36,8 @@ NNGPs (Lee, Yun, Yang and Lee, ICLR 2022).
 
 from __future__ import annotations
 
+import numbers
+
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -53,11 +55,19 @@ def _clip_correlation(rho):
 
 
 def _relu_expectations(k12, k11, k22):
-    """Return E[relu(u) relu(u')] and E[step(u) step(u')] for (u, u') ~ N(0, [[k11, k12], [k12, k22]])."""
-    norm = jnp.sqrt(k11 * k22)
-    theta = jnp.arccos(_clip_correlation(k12 / norm))
-    value = norm / (2.0 * jnp.pi) * (jnp.sin(theta) + (jnp.pi - theta) * jnp.cos(theta))
-    derivative = (jnp.pi - theta) / (2.0 * jnp.pi)
+    """Return E[relu(u) relu(u')] and E[step(u) step(u')] for (u, u') ~ N(0, [[k11, k12], [k12, k22]]).
+
+    ``k11`` has shape (n, 1) and ``k22`` shape (1, m). With cos(theta) = rho the closed
+    form is sqrt(k11 k22) (sin(theta) + (pi - theta) rho) / (2 pi); sin(theta) is
+    sqrt(1 - rho^2), so each entry costs one square root and one arctangent.
+    """
+    root11 = jnp.sqrt(k11)
+    root22 = jnp.sqrt(k22)
+    rho = _clip_correlation(k12 * ((1.0 / root11) * (1.0 / root22)))
+    sine = jnp.sqrt(1.0 - rho * rho)
+    angle = jnp.arctan2(sine, rho)
+    value = (root11 * root22) * (sine + (jnp.pi - angle) * rho) * (0.5 / jnp.pi)
+    derivative = (jnp.pi - angle) * (0.5 / jnp.pi)
     return value, derivative
 
 
@@ -68,13 +78,13 @@ def _relu_diag(k):
 
 def _erf_expectations(k12, k11, k22):
     """Return E[erf(u) erf(u')] and E[erf'(u) erf'(u')] for the same bivariate normal."""
-    a11 = 1.0 + 2.0 * k11
-    a22 = 1.0 + 2.0 * k22
-    rho = _clip_correlation(2.0 * k12 / jnp.sqrt(a11 * a22))
+    inverse11 = 1.0 / jnp.sqrt(1.0 + 2.0 * k11)
+    inverse22 = 1.0 / jnp.sqrt(1.0 + 2.0 * k22)
+    rho = _clip_correlation(2.0 * k12 * (inverse11 * inverse22))
     value = 2.0 / jnp.pi * jnp.arcsin(rho)
     # erf'(u) = 2 exp(-u^2) / sqrt(pi); the Gaussian integral gives
-    # 4 / (pi sqrt(a11 a22 - 4 k12^2)) = 4 / (pi sqrt(a11 a22) sqrt(1 - rho^2)).
-    derivative = 4.0 / (jnp.pi * jnp.sqrt(a11 * a22) * jnp.sqrt(1.0 - rho**2))
+    # 4 / (pi sqrt(a11 a22 - 4 k12^2)) = 4 / (pi sqrt(a11 a22) sqrt(1 - rho^2)) with a = 1 + 2k.
+    derivative = (4.0 / jnp.pi) * (inverse11 * inverse22) / jnp.sqrt(1.0 - rho * rho)
     return value, derivative
 
 
@@ -95,6 +105,8 @@ class _FullyConnected(Kernel):
     lengthscale: Float[Array, "..."]
     depth: int = eqx.field(static=True)
     activation: str = eqx.field(static=True)
+    input_offset: float = eqx.field(static=True)
+    normalize: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -104,11 +116,14 @@ class _FullyConnected(Kernel):
         bias_variance=0.1,
         variance=1.0,
         lengthscale=1.0,
+        input_offset: float = 0.0,
+        normalize: bool = False,
     ):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
             raise ValueError(f"depth must be a positive integer (the number of hidden layers), got {depth!r}.")
+        depth = int(depth)
         if weight_variance is None:
             # He initialisation keeps the ReLU pre-activation variance constant with depth.
             weight_variance = 2.0 if activation == "relu" else 1.0
@@ -118,6 +133,8 @@ class _FullyConnected(Kernel):
         self.weight_variance = positive_array(weight_variance, "weight_variance")
         self.bias_variance = positive_array(bias_variance, "bias_variance")
         self.lengthscale = positive_array(lengthscale, "lengthscale")
+        self.input_offset = float(input_offset)
+        self.normalize = bool(normalize)
         for name in ("variance", "weight_variance", "bias_variance"):
             if getattr(self, name).ndim != 0:
                 raise ValueError(f"{name} must be a scalar, got shape {getattr(self, name).shape}.")
@@ -137,22 +154,24 @@ class _FullyConnected(Kernel):
         """Log density of the default hyperprior: independent log-normals.
 
         The weight variance is centred on its initialisation value (2 for ReLU, 1 for erf)
-        and the bias variance on 0.1, both with log-scale 1; lengthscales and the output
-        variance get log-scale 2 around 1.
+        and the bias variance on 0.1, and the lengthscales on 1, all with log-scale 1; the
+        output variance gets log-scale 2 around 1. Without the lengthscale prior the
+        marginal likelihood often drives the lengthscales to about 0.01, where the bias no
+        longer matters and the kernel depends only on angles between inputs.
         """
         centre = 2.0 if self.activation == "relu" else 1.0
         terms = [
             _log_normal_log_density(jnp.log(self.weight_variance), jnp.log(centre), 1.0),
             _log_normal_log_density(jnp.log(self.bias_variance), jnp.log(0.1), 1.0),
             _log_normal_log_density(jnp.log(self.variance), 0.0, 2.0),
-            jnp.sum(_log_normal_log_density(jnp.log(jnp.ravel(self.lengthscale)), 0.0, 2.0)),
+            jnp.sum(_log_normal_log_density(jnp.log(jnp.ravel(self.lengthscale)), 0.0, 1.0)),
         ]
         return sum(terms)
 
     def _input_layer(self, X1, X2):
         dim = X1.shape[-1]
-        A = X1 / self.lengthscale
-        B = X2 / self.lengthscale
+        A = (X1 - self.input_offset) / self.lengthscale
+        B = (X2 - self.input_offset) / self.lengthscale
         scale = self.weight_variance / dim
         k12 = self.bias_variance + scale * (A @ B.T)
         k11 = self.bias_variance + scale * jnp.sum(A**2, axis=-1)
@@ -182,7 +201,7 @@ class _FullyConnected(Kernel):
     def _diag_recursion(self, X, with_ntk: bool):
         _, diag_expectations = _EXPECTATIONS[self.activation]
         dim = X.shape[-1]
-        A = X / self.lengthscale
+        A = (X - self.input_offset) / self.lengthscale
         k = self.bias_variance + self.weight_variance / dim * jnp.sum(A**2, axis=-1)
         ntk = k
         for _ in range(self.depth):
@@ -220,10 +239,14 @@ class NNGP(_FullyConnected):
     """
 
     def cross(self, X1, X2):
-        k12, _, _, _ = self._recursion(X1, X2, with_ntk=False)
+        k12, k11, k22, _ = self._recursion(X1, X2, with_ntk=False)
+        if self.normalize:
+            k12 = k12 / jnp.sqrt(k11[:, None] * k22[None, :])
         return self.variance * k12
 
     def diag(self, X):
+        if self.normalize:
+            return jnp.full(X.shape[0], self.variance, dtype=jnp.result_type(X, self.variance))
         return self.variance * self._diag_recursion(X, with_ntk=False)
 
 

@@ -22,7 +22,7 @@ def to_constrained(u, lower):
 
 
 def minimize_lbfgs(
-    loss: Callable, u0, *, max_iterations: int, tolerance: float = 1e-6
+    loss: Callable, u0, *, max_iterations: int, tolerance: float = 1e-5
 ):
     """Minimise ``loss(u)`` from ``u0`` with optax's L-BFGS and a zoom line search.
 
@@ -50,7 +50,7 @@ def minimize_lbfgs(
     return u, loss(u)
 
 
-def minimize_restarts(loss: Callable, u0_batch, *, max_iterations: int, tolerance: float = 1e-6):
+def minimize_restarts(loss: Callable, u0_batch, *, max_iterations: int, tolerance: float = 1e-5):
     """Run :func:`minimize_lbfgs` from each start in ``u0_batch`` (leading axis) with ``vmap``.
 
     Returns the parameters with the lowest finite loss, that loss, and all final losses

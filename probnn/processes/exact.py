@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+import scipy.special
 from jax.scipy.special import gammaln
 from jaxtyping import Array, Float
 
@@ -72,6 +73,21 @@ class StudentTPredictive(dist.StudentT):
                 "or use quantiles (icdf) instead of the variance."
             )
         return super().variance
+
+    def icdf(self, q):
+        """Quantile function, by SciPy's ``stdtrit`` through a host callback.
+
+        numpyro's own Student-t quantile needs TensorFlow Probability; this one works under
+        ``jit`` but is not differentiable.
+        """
+        df, q = jnp.broadcast_arrays(jnp.asarray(self.df), jnp.asarray(q, dtype=jnp.result_type(self.loc)))
+        shape = jax.ShapeDtypeStruct(jnp.broadcast_shapes(df.shape, q.shape), q.dtype)
+
+        def standard_quantile(df, q):
+            return np.asarray(scipy.special.stdtrit(np.asarray(df), np.asarray(q)), dtype=q.dtype)
+
+        z = jax.pure_callback(standard_quantile, shape, df, q, vmap_method="broadcast_all")
+        return self.loc + self.scale * z
 
 
 class _ExactProcess(eqx.Module):
@@ -191,7 +207,7 @@ class _ExactProcess(eqx.Module):
 
     # -- fitting and conditioning ----------------------------------------------------
 
-    def fit(self, X, y, *, key=None):
+    def fit(self, X, y, *, key=None, num_restarts: int | None = None):
         """Fit hyperparameters by the (penalised) marginal likelihood and condition on the data.
 
         Targets are standardised; the posterior predicts on the original scale. The
@@ -206,6 +222,9 @@ class _ExactProcess(eqx.Module):
         y : array of shape (n,) or (n, 1)
         key : jax.random key
             Needed when ``num_restarts > 1``.
+        num_restarts : int, optional
+            Overrides the model's ``num_restarts`` for this call, e.g. ``1`` to only refine
+            the current hyperparameters, as a BO loop does between full refits.
 
         Returns
         -------
@@ -217,13 +236,16 @@ class _ExactProcess(eqx.Module):
         standardizer = Standardizer.fit(y)
         data = pad_training_data(X, (y - standardizer.mean) / standardizer.scale)
         model = self.with_input_dim(X.shape[1])
+        restarts = self.num_restarts if num_restarts is None else num_restarts
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+            raise ValueError(f"num_restarts must be a positive integer, got {restarts!r}.")
         if X.shape[0] > 0 and not standardizer.constant:
-            if self.num_restarts > 1 and key is None:
+            if restarts > 1 and key is None:
                 raise ValueError(
-                    f"fit needs key=jax.random.key(seed) for the {self.num_restarts - 1} random "
+                    f"fit needs key=jax.random.key(seed) for the {restarts - 1} random "
                     "restarts; pass a key, or num_restarts=1."
                 )
-            model = model._optimize(data, key)
+            model = model._optimize(data, key, restarts)
         return model._condition(data, standardizer)
 
     def condition(self, X, y):
@@ -238,18 +260,18 @@ class _ExactProcess(eqx.Module):
         """Return a copy whose kernel has one lengthscale per input dimension where it has any."""
         return eqx.tree_at(lambda m: m.kernel, self, self.kernel.with_input_dim(dim))
 
-    def _optimize(self, data: PaddedData, key):
+    def _optimize(self, data: PaddedData, key, num_restarts: int):
         theta = self._hyperparameters()
         bounds = self._lower_bounds(theta)
         u_init = jax.tree.map(to_unconstrained, theta, bounds)
         if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(u_init)):
             raise ValueError("Initial hyperparameters must lie strictly above their lower bounds.")
         leaves, treedef = jax.tree.flatten(u_init)
-        if self.num_restarts > 1:
+        if num_restarts > 1:
             keys = jax.random.split(key, len(leaves))
             starts = []
             for leaf, leaf_key in zip(leaves, keys):
-                noise = jax.random.normal(leaf_key, (self.num_restarts - 1,) + leaf.shape, leaf.dtype)
+                noise = jax.random.normal(leaf_key, (num_restarts - 1,) + leaf.shape, leaf.dtype)
                 starts.append(jnp.concatenate([leaf[None], leaf[None] + noise]))
         else:
             starts = [leaf[None] for leaf in leaves]
