@@ -28,8 +28,8 @@ class CandidateSet(NamedTuple):
 def sobol_points(num: int, dim: int, seed: int) -> np.ndarray:
     """Scrambled Sobol points on the unit cube, deterministic given ``seed``.
 
-    ``num`` need not be a power of two; the first ``num`` points of the next power-of-two
-    sequence are returned (a balance warning from scipy is suppressed on purpose).
+    ``num`` need not be a power of two: the first ``num`` points of the next power-of-two
+    sequence are returned.
     """
     sampler = qmc.Sobol(dim, scramble=True, seed=seed)
     power = max(int(np.ceil(np.log2(max(num, 1)))), 0)

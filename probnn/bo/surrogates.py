@@ -27,8 +27,9 @@ def _bo_nngp(dim: int) -> NNGP:
     data the posterior is most uncertain in the corners of the box and the acquisition
     function keeps proposing corners. Centring the inputs at the middle of the cube and
     normalising the kernel to unit prior variance (the network output divided by its prior
-    standard deviation) removes that pull; on Hartmann-6 it took the median regret of
-    the Student-t surrogate from about 2 to about 0.15 in a 4-seed trial.
+    standard deviation) removes that pull. In a four-seed trial on Hartmann-6 (10 Sobol
+    points and 40 iterations) the Student-t surrogate's median regret was about 2 with
+    centring alone and 0.17 with centring and normalisation.
     """
     return NNGP(depth=3, activation="relu", input_offset=0.5, normalize=True).with_input_dim(dim)
 

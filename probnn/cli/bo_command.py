@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import signal
 import sys
 import time
 from datetime import datetime
@@ -34,13 +35,19 @@ def add_bo_parser(subparsers) -> None:
         ),
     )
     parser.add_argument("--problem", default=None, help=f"problem name (default {DEFAULT_PROBLEM}); see `probnn problems`")
-    parser.add_argument("--surrogate", default=None, help=f"surrogate model (default {DEFAULT_SURROGATE})")
+    parser.add_argument(
+        "--surrogate", default=None,
+        help="surrogate model: tp-nngp (default), gp-nngp, gp-matern, gp-rbf or random",
+    )
     parser.add_argument(
         "--acquisition", default=None, help="logei (default), ucb, pi or ts (Thompson sampling)"
     )
     parser.add_argument(
         "--iterations", type=int, default=None,
-        help=f"evaluations after the initial design (default {DEFAULT_ITERATIONS}); with --resume, the new total",
+        help=(
+            f"evaluations after the initial design (default {DEFAULT_ITERATIONS}); with --resume, "
+            "the new number of evaluations after the initial design"
+        ),
     )
     parser.add_argument("--initial", type=int, default=None, help=f"size of the initial Sobol design (default {DEFAULT_INITIAL})")
     parser.add_argument("--seed", type=int, default=None, help="random seed of the design and the search (default 0)")
@@ -118,8 +125,10 @@ def run_bo(args) -> int:
         iterations = settings["iterations"]
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = args.out or Path("runs") / f"bo-{problem.name}-{settings['surrogate']}-s{settings['seed']}-{stamp}"
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder; pass a folder path.")
         if (out / JOURNAL_NAME).exists():
-            raise ValueError(f"{out} already holds a run; continue it with `probnn bo --resume {out}` or pick another --out.")
+            raise ValueError(f"{out} already contains a run; continue it with `probnn bo --resume {out}` or pick another --out.")
         loop = BayesianOptimization(
             problem.bounds,
             surrogate=settings["surrogate"],
@@ -134,13 +143,20 @@ def run_bo(args) -> int:
         previous_seconds = 0.0
 
     total = loop.num_initial + iterations
+    if loop.num_evaluations >= total:
+        logger.info(
+            "%s already has %d evaluations (%d requested); nothing to run.", out, loop.num_evaluations, total
+        )
     start = time.perf_counter()
     iteration_seconds: list[float] = []
     interrupted = False
+    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         _optimize(loop, problem, total, iteration_seconds, show_progress=not args.no_progress)
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     seconds = previous_seconds + time.perf_counter() - start
     results = _write_outputs(out, loop, problem, seconds, iteration_seconds, iterations)
     if interrupted:
@@ -149,6 +165,12 @@ def run_bo(args) -> int:
         return 130
     _print_summary(out, results)
     return 0
+
+
+def _raise_interrupt(signum, frame):
+    # SIGTERM (kill, timeout, batch schedulers) ends the run like Ctrl-C, so the outputs
+    # and the resume hint are written before the process exits.
+    raise KeyboardInterrupt
 
 
 def _optimize(loop, problem, total: int, iteration_seconds: list, show_progress: bool) -> None:
@@ -196,6 +218,7 @@ def _write_outputs(out: Path, loop, problem, seconds: float, iteration_seconds: 
         "initial": loop.num_initial,
         "iterations": iterations,
         "evaluations": loop.num_evaluations,
+        "complete": loop.num_evaluations >= loop.num_initial + iterations,
         "best_value": loop.best_value,
         "best_x": None if best_x is None else dict(zip(loop.parameter_names, best_x.tolist())),
         "optimum": problem.optimum,
@@ -250,7 +273,8 @@ def _plot_convergence(path: Path, loop, problem) -> None:
     if show_regret:
         regret = np.maximum(best - problem.optimum, 1e-12)
         ax = axes[0, 1]
-        ax.semilogy(steps, regret, lw=2)
+        ax.step(steps, regret, where="post", lw=2)
+        ax.set_yscale("log")
         ax.axvline(loop.num_initial + 0.5, color="grey", lw=1, ls=":")
         ax.set_xlabel("evaluations")
         ax.set_ylabel("simple regret (best - optimum)")

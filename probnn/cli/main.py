@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from probnn import __version__
 from probnn.cli.bo_command import add_bo_parser, add_problems_parser
 
 
@@ -16,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bayesian inference with neural-network priors: NNGP and Student-t process surrogates for Bayesian optimization.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"probnn {__version__}")
+    subparsers = parser.add_subparsers(title="commands", dest="command")
     add_bo_parser(subparsers)
     add_problems_parser(subparsers)
     return parser
@@ -25,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -17,18 +17,25 @@ from probnn.kernels.linalg import NumericalWarning
 #: fit and prediction are reused while a BO loop adds one point at a time.
 MIN_BUCKET = 16
 
+#: Up to this size buckets are powers of two: padding is cheap there, and each new
+#: bucket costs several compilations of a few seconds each.
+POWER_OF_TWO_UNTIL = 128
+
 
 def bucket_size(n: int) -> int:
-    """Round ``n`` up to the next of 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, ...
+    """Round ``n`` up to the next padded size: 16, 32, 64, 128, 160, 192, 224, 256, 320, ...
 
-    Buckets are ``2^k``, ``1.25 * 2^k``, ``1.5 * 2^k`` and ``1.75 * 2^k``, so padding adds
-    at most 25% to the size while the number of distinct shapes grows only
-    logarithmically.
+    Up to 128 the sizes are powers of two. Above, they are ``2^k``, ``1.25 * 2^k``,
+    ``1.5 * 2^k`` and ``1.75 * 2^k``, so padding adds at most 25% to the size (and about
+    twice that to the cubic cost) while the number of shapes grows only logarithmically.
     """
     if n <= MIN_BUCKET:
         return MIN_BUCKET
-    power = 2 ** (math.floor(math.log2(n)))
-    for factor in (1.0, 1.25, 1.5, 1.75, 2.0):
+    power = 2 ** math.ceil(math.log2(n))
+    if power <= POWER_OF_TWO_UNTIL:
+        return power
+    power //= 2
+    for factor in (1.25, 1.5, 1.75, 2.0):
         size = int(power * factor)
         if size >= n:
             return size

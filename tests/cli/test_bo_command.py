@@ -2,9 +2,12 @@
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -88,7 +91,34 @@ def test_problems_lists_names(capsys):
 
 
 def test_console_script_installed():
-    executable = shutil.which("probnn") or str(__import__("pathlib").Path(sys.executable).with_name("probnn"))
+    executable = shutil.which("probnn") or str(Path(sys.executable).with_name("probnn"))
     completed = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0
     assert "bo" in completed.stdout
+
+
+def test_out_is_file_rejected(tmp_path, capsys):
+    target = tmp_path / "afile"
+    target.write_text("x")
+    assert main(["bo", "--problem", "branin", "--out", str(target)]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_sigterm_writes_outputs_and_resume_hint(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "probnn.cli.main", "bo", "--problem", "branin", "--surrogate", "random",
+               "--iterations", "100000", "--initial", "2", "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PROBNN_CACHE_DIR": ""})
+    journal = out / "journal.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) > 5:
+            break
+        time.sleep(0.2)
+    process.terminate()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "--resume" in stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is False
+    assert results["evaluations"] == len(journal.read_text().splitlines()) - 1

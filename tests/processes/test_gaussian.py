@@ -91,11 +91,11 @@ def test_log_marginal_matches_scipy(data, n):
 
 
 def test_padding_across_bucket(data):
-    """16 points fill the smallest bucket exactly and 17 are padded to 20, and both match numpy."""
+    """16 points fill the smallest bucket exactly and 17 are padded to 32, and both match numpy."""
     X, y, X_new = data
     posteriors = {n: make_process().condition(X[:n], y[:n]) for n in (16, 17)}
     assert posteriors[16].data.X.shape[0] == 16
-    assert posteriors[17].data.X.shape[0] == 20
+    assert posteriors[17].data.X.shape[0] == 32
     assert posteriors[17].num_data == 17
     np.testing.assert_array_equal(posteriors[17].X, X)
     np.testing.assert_allclose(posteriors[17].y, y, rtol=1e-12)
@@ -162,7 +162,7 @@ def test_fit_increases_marginal_likelihood():
 
 
 def test_refit_same_bucket_no_retrace(monkeypatch):
-    """Refitting with 17 to 20 points reuses the program compiled for the bucket of 20.
+    """Refitting with 17 to 32 points reuses the program compiled for the bucket of 32.
 
     ``_fit_loss`` runs only while ``_fit_program`` is traced, so counting its calls
     counts traces. The program's cache is cleared first, so the first fit must trace
@@ -180,9 +180,9 @@ def test_refit_same_bucket_no_retrace(monkeypatch):
 
     rng = np.random.default_rng(4)
     model = GaussianProcess(RBF(), **FAST_FIT)
-    for index, n in enumerate((17, 18, 20)):
+    for index, n in enumerate((17, 18, 32)):
         X = rng.uniform(0.0, 1.0, (n, 1))
         y = np.sin(6.0 * X[:, 0]) + 0.05 * rng.standard_normal(n)
         posterior = model.fit(X, y, key=jax.random.key(index))
-        assert posterior.data.X.shape == (20, 1)
-        assert traces == [(20, 1)]
+        assert posterior.data.X.shape == (32, 1)
+        assert traces == [(32, 1)]

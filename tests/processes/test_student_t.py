@@ -234,3 +234,14 @@ def test_sample_functions_moments(data):
     covariance_error = products.std(axis=0) / np.sqrt(num_samples)
     upper = np.triu_indices(X_new.shape[0])
     assert np.all(np.abs(sample_covariance - covariance)[upper] < 6.0 * covariance_error[upper])
+
+
+def test_predictive_icdf_matches_scipy():
+    """The Student-t quantile uses SciPy's stdtrit, also under jit."""
+    import scipy.stats
+
+    predictive = StudentTPredictive(jnp.array([3.5, 40.0]), jnp.array([1.0, -2.0]), jnp.array([0.5, 2.0]))
+    q = jnp.array([0.025, 0.9])
+    expected = scipy.stats.t.ppf(np.asarray(q), df=[3.5, 40.0], loc=[1.0, -2.0], scale=[0.5, 2.0])
+    np.testing.assert_allclose(predictive.icdf(q), expected, rtol=1e-12)
+    np.testing.assert_allclose(jax.jit(lambda p, q: p.icdf(q))(predictive, q), expected, rtol=1e-12)
