@@ -81,6 +81,10 @@ def cholesky_with_jitter(A: Float[Array, "n n"], max_tries: int = MAX_JITTER_TRI
 
     This function is pure and never warns; :func:`cholesky` is the checked wrapper that
     warns about the jitter and raises on failure.
+
+    NOTE: with jax 0.10.2 on CPU, the jitter search (a ``while_loop``) nested inside a
+    vmapped ``while_loop`` deadlocked once its retry branch ran. Inside such loops, prefer
+    a fixed jitter, as the fitting objective does.
     """
     search = factor_with_jitter(jax.lax.stop_gradient(A), max_tries)
     eye = jnp.eye(A.shape[-1], dtype=A.dtype)
