@@ -155,6 +155,9 @@ def run_bo(args) -> int:
         _optimize(loop, problem, total, iteration_seconds, show_progress=not args.no_progress)
     except KeyboardInterrupt:
         interrupted = True
+        # The interrupt can land between the journal write and the in-memory update of
+        # tell, so the outputs are rebuilt from the journal, which is the record of truth.
+        loop = BayesianOptimization.resume(out / JOURNAL_NAME)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
     seconds = previous_seconds + time.perf_counter() - start
