@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 #: Points closer than this (max-norm on the unit cube) count as the same input.
 REPEAT_TOLERANCE = 1e-6
 
-#: Every this many fits the hyperparameters are refitted from random restarts too; in
-#: between, only the previous optimum is refined, which converges in a few L-BFGS steps
-#: because one new point barely moves it.
+#: Every this many fits the hyperparameters are refitted from random restarts too. In
+#: between, only the previous optimum is refined: one new point barely moves it, so a few
+#: L-BFGS steps suffice.
 FULL_REFIT_EVERY = 5
 
 #: Acquisition names accepted by the loop; "ts" is Thompson sampling.

@@ -35,7 +35,7 @@ def _is_usable(L, A):
     """Whether ``L`` is finite and no squared pivot fell below rounding level.
 
     LAPACK can return a finite factor of an exactly singular matrix (for example from
-    repeated inputs without noise), with pivots of order ``sqrt(eps)``; such a factor
+    repeated inputs without noise), with pivots of order ``sqrt(eps)``. Such a factor
     gives meaningless solves, so it counts as a failure and jitter is added.
     """
     n = A.shape[-1]
@@ -46,7 +46,7 @@ def _is_usable(L, A):
 def factor_with_jitter(A: Float[Array, "n n"], max_tries: int = MAX_JITTER_TRIES) -> CholeskyResult:
     """Factorise ``A``, adding the smallest jitter that gives a usable factor.
 
-    The plain factorisation is tried first; then ``j0 * 10^k`` is added to the diagonal for
+    The plain factorisation is tried first. Then ``j0 * 10^k`` is added to the diagonal for
     ``k = 0, 1, ...`` with ``j0`` from :func:`initial_jitter`, until the factor is finite
     with no squared pivot below ``n * eps * mean(diag(A))``, or ``max_tries`` levels have
     failed. Pure and jittable, but not differentiable (it is a ``while_loop``); use
