@@ -46,7 +46,7 @@ class Journal:
         """Read an existing journal for resuming.
 
         A last line cut off by a crash (no trailing newline, invalid JSON) was never
-        acknowledged to the caller; it is moved to ``<journal>.partial`` so the file is
+        acknowledged to the caller. It is moved to ``<journal>.partial``, so the file is
         valid again and nothing is discarded silently.
         """
         path = Path(path)

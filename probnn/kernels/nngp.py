@@ -253,7 +253,7 @@ class NNGP(_FullyConnected):
 class NTK(_FullyConnected):
     r"""Neural tangent kernel of the network described by :class:`NNGP`.
 
-    It has the same parameters; the kernel is :math:`v \Theta^L`, the expected inner
+    It has the same parameters. The kernel is :math:`v \Theta^L`, the expected inner
     product of parameter gradients of the network output at initialisation under the
     parameterisation of the module docstring.
     """

@@ -13,7 +13,7 @@ import numpy as np
 from probnn.kernels.base import check_inputs
 from probnn.kernels.linalg import NumericalWarning
 
-#: Smallest padded size; training sets are padded to the next bucket so the compiled
+#: Smallest padded size. Training sets are padded to the next bucket, so the compiled
 #: fit and prediction are reused while a BO loop adds one point at a time.
 MIN_BUCKET = 16
 
@@ -43,7 +43,7 @@ def bucket_size(n: int) -> int:
 
 
 def float_dtype():
-    """The floating dtype JAX computes in: float64 when x64 is enabled, else float32."""
+    """Return the floating dtype JAX computes in: float64 when x64 is enabled, else float32."""
     return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
 
 

@@ -142,7 +142,7 @@ class _ExactProcess(eqx.Module):
         return jax.tree.map(eqx.is_inexact_array, self.kernel)
 
     def _hyperparameters(self) -> dict:
-        """The learned hyperparameters as a dict pytree of constrained values."""
+        """Return the learned hyperparameters as a dict pytree of constrained values."""
         trainable, _ = eqx.partition(self.kernel, self._kernel_filter())
         theta = {"kernel": trainable}
         if self.learn_noise:
@@ -482,7 +482,7 @@ class StudentTPosterior(ExactPosterior):
         normal_key, gamma_key = jax.random.split(key)
         z = jax.random.normal(normal_key, (num_samples, X_new.shape[0]), dtype=factor.dtype)
         # A multivariate Student-t is a Gaussian whose covariance is scaled by
-        # g ~ InvGamma(df / 2, df / 2); drawing g per sample keeps each draw jointly t.
+        # g ~ InvGamma(df / 2, df / 2). Drawing g once per sample keeps each draw jointly t.
         df = self.degrees_of_freedom
         g = 1.0 / (jax.random.gamma(gamma_key, df / 2.0, (num_samples, 1), dtype=factor.dtype) / (df / 2.0))
         draws = mean + jnp.sqrt(g * self.scale_factor) * (z @ factor.T)
