@@ -9,18 +9,25 @@ import sys
 
 from probnn import __version__
 from probnn.cli.bo_command import add_bo_parser, add_problems_parser
+from probnn.cli.fit_command import add_datasets_parser, add_fit_parser, add_models_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="probnn",
-        description="Bayesian inference with neural-network priors: NNGP and Student-t process surrogates for Bayesian optimization.",
+        description=(
+            "Bayesian inference with neural-network priors: Bayesian optimization with NNGP and "
+            "Student-t process surrogates, and posterior predictive studies of scale mixtures of NNGPs."
+        ),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--version", action="version", version=f"probnn {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command")
     add_bo_parser(subparsers)
     add_problems_parser(subparsers)
+    add_fit_parser(subparsers)
+    add_models_parser(subparsers)
+    add_datasets_parser(subparsers)
     return parser
 
 

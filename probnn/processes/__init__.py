@@ -1,4 +1,4 @@
-"""Exact Gaussian and Student-t processes with NNGP, NTK and stationary kernels."""
+"""Exact Gaussian, Student-t and scale-mixture processes with NNGP, NTK and stationary kernels."""
 
 from probnn.processes.exact import (
     ExactPosterior,
@@ -8,12 +8,17 @@ from probnn.processes.exact import (
     StudentTPredictive,
     StudentTProcess,
 )
+from probnn.processes.scale_mixture import ScaleMixturePosterior, ScaleMixtureProcess
+from probnn.processes.trained import GradientTrainedEnsemble
 
 __all__ = [
+    "ScaleMixtureProcess",
+    "ScaleMixturePosterior",
     "GaussianProcess",
     "StudentTProcess",
     "ExactPosterior",
     "GaussianPosterior",
     "StudentTPosterior",
     "StudentTPredictive",
+    "GradientTrainedEnsemble",
 ]

@@ -11,12 +11,19 @@ import optax.tree
 
 
 def to_unconstrained(value, lower):
-    """Map a value above ``lower`` to the real line by ``u = log(value - lower)``."""
+    """Map a value above ``lower`` to the real line by ``u = log(value - lower)``.
+
+    A ``lower`` of ``-inf`` marks an unbounded value, which is used as it is.
+    """
+    if lower == -jnp.inf:
+        return value
     return jnp.log(value - lower)
 
 
 def to_constrained(u, lower):
-    """Inverse of :func:`to_unconstrained`: ``value = lower + exp(u)``."""
+    """Inverse of :func:`to_unconstrained`: ``value = lower + exp(u)``, or ``u`` when unbounded."""
+    if lower == -jnp.inf:
+        return u
     # Clipping u keeps exp finite when a line search tries a huge step.
     return lower + jnp.exp(jnp.clip(u, -40.0, 40.0))
 
@@ -51,13 +58,17 @@ def minimize_lbfgs(
 
 
 def minimize_restarts(loss: Callable, u0_batch, *, max_iterations: int, tolerance: float = 1e-5):
-    """Run :func:`minimize_lbfgs` from each start in ``u0_batch`` (leading axis) with ``vmap``.
+    """Run :func:`minimize_lbfgs` from each start in ``u0_batch`` (leading axis), one after another.
 
     Returns the parameters with the lowest finite loss, that loss, and all final losses
     (non-finite ones replaced by ``+inf``).
     """
-    run = jax.vmap(lambda u0: minimize_lbfgs(loss, u0, max_iterations=max_iterations, tolerance=tolerance))
-    u_final, losses = run(u0_batch)
+    # lax.map rather than vmap: under vmap every Cholesky factorisation becomes a batched
+    # LAPACK call, which jaxlib 0.10.2 spreads over its CPU thread pool. Inside the L-BFGS
+    # while_loop that pool can wait on itself forever (seen with 192 points and 4 starts:
+    # all threads parked in jax::ParallelBatchMap). Sequential starts avoid batched calls.
+    run = lambda u0: minimize_lbfgs(loss, u0, max_iterations=max_iterations, tolerance=tolerance)
+    u_final, losses = jax.lax.map(run, u0_batch)
     losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
     best = jnp.argmin(losses)
     u_best = jax.tree.map(lambda leaf: leaf[best], u_final)

@@ -299,7 +299,12 @@ class _ExactProcess(eqx.Module):
             quadratic=quadratic,
             y_mean=jnp.asarray(standardizer.mean, dtype),
             y_scale=jnp.asarray(standardizer.scale, dtype),
+            **self._posterior_kwargs(data, quadratic),
         )
+
+    def _posterior_kwargs(self, data: PaddedData, quadratic) -> dict:
+        """Extra fields of the posterior beyond the factorised training data."""
+        return {}
 
 
 def _fit_loss(model: _ExactProcess, data: PaddedData):
