@@ -8,6 +8,7 @@ from probnn.processes.exact import (
     StudentTPredictive,
     StudentTProcess,
 )
+from probnn.processes.classification import OneHotRegressionClassifier, SparseVariationalClassifier
 from probnn.processes.scale_mixture import ScaleMixturePosterior, ScaleMixtureProcess
 from probnn.processes.trained import GradientTrainedEnsemble
 
@@ -21,4 +22,6 @@ __all__ = [
     "StudentTPosterior",
     "StudentTPredictive",
     "GradientTrainedEnsemble",
+    "OneHotRegressionClassifier",
+    "SparseVariationalClassifier",
 ]
