@@ -8,7 +8,10 @@ import pytest
 
 from probnn.data import Dataset, list_datasets, load_dataset, random_split, standardize
 
-YACHT = Path(__file__).resolve().parents[3] / "shared" / "data" / "uci" / "yacht"
+# The UCI folders sit beside the checkout in development, and at /work/shared where CI
+# clones the repository elsewhere on the same machine.
+_UCI_CANDIDATES = [Path(__file__).resolve().parents[3] / "shared" / "data" / "uci", Path("/work/shared/data/uci")]
+YACHT = next((folder / "yacht" for folder in _UCI_CANDIDATES if (folder / "yacht").exists()), _UCI_CANDIDATES[0] / "yacht")
 
 # name: (rows, features, task, standard splits)
 BUNDLED = {
