@@ -78,33 +78,30 @@ def add_datasets_parser(subparsers) -> None:
     parser.set_defaults(handler=run_datasets)
 
 
-def run_models(args) -> int:
+def _print_listing(title: str, entries: dict) -> None:
+    """Print a two-column table of names and descriptions."""
     from rich.console import Console
     from rich.table import Table
 
-    from probnn.processes.registry import REGRESSION_MODELS
-
-    table = Table(title="probnn regression models")
+    table = Table(title=title)
     table.add_column("name")
     table.add_column("description")
-    for name, (_, description) in REGRESSION_MODELS.items():
+    for name, description in entries.items():
         table.add_row(name, description)
     Console().print(table)
+
+
+def run_models(args) -> int:
+    from probnn.processes.registry import REGRESSION_MODELS
+
+    _print_listing("probnn regression models", {name: description for name, (_, description) in REGRESSION_MODELS.items()})
     return 0
 
 
 def run_datasets(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from probnn.data import list_datasets
 
-    table = Table(title="probnn bundled datasets")
-    table.add_column("name")
-    table.add_column("description")
-    for name, description in list_datasets().items():
-        table.add_row(name, description)
-    Console().print(table)
+    _print_listing("probnn bundled datasets", list_datasets())
     return 0
 
 
