@@ -378,10 +378,10 @@ def _write_outputs(out: Path, dataset, names, splits, runs, band_data) -> dict:
     return summary
 
 
-def _format(entry: dict, metric: str, digits: int = 3) -> str:
+def _format(entry: dict, metric: str, spec: str = ".3f") -> str:
     stderr = entry.get(f"{metric}_stderr")
-    text = f"{entry[metric]:.{digits}f}"
-    return text if stderr is None else f"{text} ± {stderr:.{digits}f}"
+    text = format(entry[metric], spec)
+    return text if stderr is None else f"{text} ± {format(stderr, spec)}"
 
 
 def _markdown_table(dataset, models: dict, splits) -> str:
@@ -400,9 +400,9 @@ def _markdown_table(dataset, models: dict, splits) -> str:
             str(len(entry["splits"])),
             _format(entry, "nll"),
             _format(entry, "nll_standardized"),
-            _format(entry, "rmse", 4),
+            _format(entry, "rmse", ".4g"),
             _format(entry, "rmse_standardized"),
-            _format(entry, "crps", 4),
+            _format(entry, "crps", ".4g"),
             f"{entry['coverage_50']:.3f}",
             f"{entry['coverage_90']:.3f}",
             f"{entry['coverage_95']:.3f}",
