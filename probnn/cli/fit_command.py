@@ -173,8 +173,10 @@ def fit_and_evaluate(name: str, X_train, y_train, X_test, y_test, *, seed: int, 
         Metrics on the original target scale, ``nll_standardized`` and
         ``rmse_standardized`` on the scale of the training targets' standard deviation,
         ``seconds`` (fit plus prediction, wall clock), and the sizes.
-    predictive
-        The test predictive distribution.
+    posterior
+        The fitted posterior, on standardised inputs.
+    input_scaling : (mean, std)
+        The training statistics that standardised the inputs.
     """
     import jax
 
@@ -182,7 +184,7 @@ def fit_and_evaluate(name: str, X_train, y_train, X_test, y_test, *, seed: int, 
     from probnn.metrics import calibration_curve, regression_metrics
     from probnn.processes.registry import make_regression_model
 
-    X_train_std, X_test_std, _ = standardize(X_train, X_test)
+    X_train_std, X_test_std, input_scaling = standardize(X_train, X_test)
     y_std = float(np.std(y_train)) or 1.0
     key = jax.random.key(seed)
     start = time.perf_counter()
@@ -204,7 +206,7 @@ def fit_and_evaluate(name: str, X_train, y_train, X_test, y_test, *, seed: int, 
     record["nll_standardized"] = record["nll"] - float(np.log(y_std))
     record["rmse_standardized"] = record["rmse"] / y_std
     record.update(seconds=seconds, num_train=int(X_train.shape[0]), num_test=int(X_test.shape[0]), num_fit=int(fit_rows.size))
-    return record, predictive
+    return record, posterior, input_scaling
 
 
 # -- the study ---------------------------------------------------------------------------
@@ -228,7 +230,7 @@ def _read_runs(path: Path, settings: dict) -> dict:
                 continue
             if record.get("settings") != settings:
                 raise ValueError(
-                    f"{path} holds runs made with other settings ({record.get('settings')}); pass another --out "
+                    f"{path} contains runs made with other settings ({record.get('settings')}); pass another --out "
                     "or the same --data, --target, --restarts, --max-iterations, --max-fit-points and --seed."
                 )
             runs[(record["model"], record["split"])] = record
@@ -306,7 +308,7 @@ def _run_all(args, dataset, todo, runs, runs_path, settings, band_data) -> None:
         for k, name in todo:
             progress.update(task, description=f"{dataset.name} split {k}: {name}")
             X_train, y_train, X_test, y_test = _split_data(dataset, k, args.seed)
-            record, predictive = fit_and_evaluate(
+            record, posterior, input_scaling = fit_and_evaluate(
                 name, X_train, y_train, X_test, y_test,
                 seed=args.seed + k, restarts=args.restarts, max_iterations=args.max_iterations,
                 max_fit_points=args.max_fit_points,
@@ -315,26 +317,20 @@ def _run_all(args, dataset, todo, runs, runs_path, settings, band_data) -> None:
             _append_run(runs_path, record)
             runs[(name, k)] = record
             if one_dimensional and k == todo[0][0]:
-                band_data[name] = _band(name, X_train, y_train, X_test, y_test, seed=args.seed + k, args=args)
+                band_data[name] = _band(posterior, input_scaling, X_train, y_train, X_test, y_test)
             message = f"nll {record['nll']:.3f}, {record['seconds']:.1f} s"
             progress.update(task, advance=1, last=message)
             if args.no_progress:
                 logger.info("%s split %d %s: %s", dataset.name, k, name, message)
 
 
-def _band(name, X_train, y_train, X_test, y_test, *, seed, args) -> dict:
-    """Predictive quantiles on a dense grid, for the band plot of 1-d data."""
-    import jax
-
-    from probnn.data import standardize
+def _band(posterior, input_scaling, X_train, y_train, X_test, y_test) -> dict:
+    """Predictive quantiles of the fitted posterior on a dense grid, for the band plot of 1-d data."""
     from probnn.metrics import quantile
-    from probnn.processes.registry import make_regression_model
 
     grid = np.linspace(min(X_train.min(), X_test.min()), max(X_train.max(), X_test.max()), 300)[:, None]
-    X_train_std, grid_std, _ = standardize(X_train, grid)
-    model = make_regression_model(name, 1, num_restarts=args.restarts, max_iterations=args.max_iterations)
-    posterior = model.fit(X_train_std, y_train, key=jax.random.key(seed))
-    predictive = posterior.predict(grid_std)
+    mean, std = input_scaling
+    predictive = posterior.predict((grid - mean) / std)
     levels = np.array([0.025, 0.25, 0.5, 0.75, 0.975])
     quantiles = np.stack([quantile(predictive, np.full(grid.shape[0], q)) for q in levels])
     return {"grid": grid[:, 0], "quantiles": quantiles, "levels": levels, "train": (X_train[:, 0], y_train), "test": (X_test[:, 0], y_test)}

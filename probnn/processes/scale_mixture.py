@@ -145,7 +145,7 @@ class ScaleMixtureProcess(_ExactProcess):
     num_importance_samples : int
         Prior draws for ``inference="importance"``.
     importance_seed : int
-        Seed of those draws. They stay fixed, so fitting sees a deterministic objective.
+        Seed of those draws. They stay fixed, so the fitting objective is deterministic.
     noise_lower_bound, num_restarts, max_iterations, hyperprior
         As for :class:`~probnn.processes.GaussianProcess`.
 
@@ -193,8 +193,8 @@ class ScaleMixtureProcess(_ExactProcess):
         dtype = float_dtype()
         parameters = {name: jnp.asarray(value, dtype) for name, value in prior_parameters(prior).items()}
         self.scale_prior = rebuild_prior(prior, parameters)
-        # The hyperprior of the learned prior parameters is centred on the values given here;
-        # fitting never changes this copy, so repeated refits keep the same centre.
+        # The hyperprior of the learned prior parameters is centred on the values given here.
+        # Fitting never changes this copy, so repeated refits keep the same centre.
         self.prior_reference = dict(parameters)
         if inference not in INFERENCE_METHODS:
             raise ValueError(f"inference must be one of {INFERENCE_METHODS}, got {inference!r}.")

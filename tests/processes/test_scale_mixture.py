@@ -69,7 +69,7 @@ def test_importance_sampling_agrees_with_quadrature(prior, n, q):
     quadrature = scale_quadrature(prior.log_prob, n, q)
     importance = scale_importance_sampling(jax.random.key(0), prior, n, q, num_samples=200_000)
     # The delta-method standard error of a log importance-sampling estimate is about
-    # sqrt(1 / ESS); six of them bound the error at this fixed seed with a wide margin.
+    # sqrt(1 / ESS). Six of them bound the error at this fixed seed with a wide margin.
     tolerance = 6.0 / np.sqrt(float(importance.effective_sample_size()))
     assert abs(float(importance.log_evidence - quadrature.log_evidence)) < tolerance
     assert abs(float(importance.mean() / quadrature.mean()) - 1.0) < tolerance
