@@ -116,7 +116,9 @@ def run_bo(args) -> int:
         problem = get_problem(metadata["problem"], seed=loop.seed)
         iterations = metadata["iterations"] if args.iterations is None else args.iterations
         _check_counts(iterations, loop.num_initial)
-        previous_seconds = _previous_seconds(out)
+        previous_seconds, previous_iteration_seconds = _previous_timing(out)
+        # Times beyond the journal's BO iterations belong to evaluations no longer in it.
+        previous_iteration_seconds = previous_iteration_seconds[: max(loop.num_evaluations - loop.num_initial, 0)]
         logger.info("Resuming %s with %d recorded evaluations.", out, loop.num_evaluations)
     else:
         settings = _settings_for_new_run(args)
@@ -140,7 +142,7 @@ def run_bo(args) -> int:
             journal=out / JOURNAL_NAME,
             metadata={"problem": problem.name, "iterations": iterations},
         )
-        previous_seconds = 0.0
+        previous_seconds, previous_iteration_seconds = 0.0, []
 
     total = loop.num_initial + iterations
     if loop.num_evaluations >= total:
@@ -148,7 +150,8 @@ def run_bo(args) -> int:
             "%s already has %d evaluations (%d requested); nothing to run.", out, loop.num_evaluations, total
         )
     start = time.perf_counter()
-    iteration_seconds: list[float] = []
+    # Seconds of each ask after the initial design, those of earlier sessions of a resumed run first.
+    iteration_seconds: list[float] = list(previous_iteration_seconds)
     interrupted = False
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -199,11 +202,19 @@ def _optimize(loop, problem, total: int, iteration_seconds: list, show_progress:
                 logger.info("evaluation %d/%d: y = %.6g, %s", loop.num_evaluations, total, y, describe())
 
 
-def _previous_seconds(out: Path) -> float:
+def _previous_timing(out: Path) -> tuple[float, list[float]]:
+    """Return the total seconds and the per-iteration seconds stored by earlier sessions of a run.
+
+    A missing or unreadable results.json, or one written before per-iteration times were
+    stored, contributes nothing.
+    """
     try:
-        return float(json.loads((out / "results.json").read_text()).get("seconds", 0.0))
-    except (OSError, ValueError):
-        return 0.0
+        results = json.loads((out / "results.json").read_text())
+        seconds = float(results.get("seconds", 0.0))
+        iteration_seconds = [float(value) for value in results.get("iteration_seconds", [])]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0, []
+    return seconds, iteration_seconds
 
 
 def _write_outputs(out: Path, loop, problem, seconds: float, iteration_seconds: list, iterations: int) -> dict:
@@ -228,6 +239,7 @@ def _write_outputs(out: Path, loop, problem, seconds: float, iteration_seconds: 
         "simple_regret": regret,
         "seconds": round(seconds, 3),
         "median_seconds_per_iteration": float(np.median(iteration_seconds)) if iteration_seconds else None,
+        "iteration_seconds": [round(value, 6) for value in iteration_seconds],
         "messages": loop.messages,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -10,6 +10,7 @@ import sys
 from probnn import __version__
 from probnn.cli.bo_command import add_bo_parser, add_problems_parser
 from probnn.cli.fit_command import add_datasets_parser, add_fit_parser, add_models_parser
+from probnn.cli.study_command import add_study_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", dest="command")
     add_bo_parser(subparsers)
     add_problems_parser(subparsers)
+    add_study_parser(subparsers)
     add_fit_parser(subparsers)
     add_models_parser(subparsers)
     add_datasets_parser(subparsers)
