@@ -42,11 +42,74 @@ def _tp_nngp(dim: int):
     return StudentTProcess(_bo_nngp(dim), num_restarts=LOOP_RESTARTS)
 
 
+def _ensemble(dim: int):
+    """Five ReLU MLPs (50, 50) trained on all rows, differing by initialisation only.
+
+    In a four-seed trial on Hartmann-6 (10 Sobol points and 40 iterations, log EI) the
+    median regret was 0.18 with ReLU and no resampling, 0.48 with ReLU and bootstrap
+    resampling, and 0.72 with tanh and bootstrap resampling. BO uses the latent predictive,
+    so the noise estimate, which needs resampling, does not enter the acquisition.
+    """
+    from probnn.bnn.ensemble import DeepEnsemble
+
+    return DeepEnsemble(activation="relu", resampling="none")
+
+
+def _hmc(dim: int):
+    from probnn.bnn.hmc import HMCNetwork
+
+    return HMCNetwork()
+
+
+def _sghmc(dim: int):
+    from probnn.bnn.hmc import SGMCMCNetwork
+
+    return SGMCMCNetwork()
+
+
+def _laplace(dim: int):
+    """ReLU MLP with one hidden layer of 100 units and a full-GGN Laplace posterior.
+
+    In a four-seed trial on Hartmann-6 (10 Sobol points and 40 iterations, log EI) the
+    median regret was 0.61 with this network, 0.83 with ReLU (50,) and 1.2 with a last-layer
+    Laplace posterior on tanh (50, 50). Tanh (50, 50) with the full GGN reached 0.86 over
+    three of those seeds.
+    """
+    from probnn.bnn.laplace import LaplaceNetwork
+
+    return LaplaceNetwork(widths=(100,), activation="relu")
+
+
+def _dkl(dim: int):
+    """Deep kernel learning: RBF kernel on residual tanh MLP (50, 50) features, Lipschitz bound 0.2.
+
+    In a ten-seed trial on Hartmann-6 (10 Sobol points and 40 iterations, log EI) the median
+    regret was 0.41 with the bound and 0.76 without it (see DeepKernelGP for why).
+    """
+    from probnn.bnn.dkl import DeepKernelGP
+
+    return DeepKernelGP()
+
+
+def _partial(dim: int):
+    """Tanh MLP (50, 50) body trained on squared error with a normal-inverse-gamma Bayesian readout."""
+    from probnn.bnn.partial import PartiallyStochasticNetwork
+
+    return PartiallyStochasticNetwork()
+
+
 SURROGATES: dict[str, Callable[[int], object] | None] = {
     "tp-nngp": _tp_nngp,
     "gp-nngp": _gp_nngp,
     "gp-matern": _gp_matern,
     "gp-rbf": _gp_rbf,
+    "ibnn": _gp_nngp,
+    "hmc": _hmc,
+    "sghmc": _sghmc,
+    "ensemble": _ensemble,
+    "laplace": _laplace,
+    "dkl": _dkl,
+    "partial": _partial,
     "random": None,
 }
 
@@ -55,6 +118,13 @@ SURROGATE_DESCRIPTIONS = {
     "gp-nngp": "Gaussian process with a depth-3 ReLU NNGP correlation kernel (infinitely wide BNN)",
     "gp-matern": "Gaussian process with an ARD Matern-5/2 kernel",
     "gp-rbf": "Gaussian process with an ARD RBF kernel",
+    "ibnn": "infinite-width BNN: the gp-nngp model under the name the BNN study uses",
+    "hmc": "tanh BNN (50, 50) sampled by NUTS: 4 chains x 200 draws, tree depth <= 6, warm-started between iterations",
+    "sghmc": "tanh BNN (50, 50) sampled by SGHMC on minibatches: 4 chains, warm-started between iterations",
+    "ensemble": "deep ensemble of 5 ReLU MLPs (50, 50), equal-weight Gaussian mixture predictive",
+    "laplace": "ReLU MLP (100,) with a full generalized Gauss-Newton Laplace posterior and linearised predictive",
+    "dkl": "deep kernel learning: exact GP with an RBF kernel on residual tanh MLP (50, 50) features (Lipschitz bound 0.2), trained by the marginal likelihood",
+    "partial": "tanh MLP (50, 50) trained on squared error with a Bayesian last layer (normal-inverse-gamma), Student-t predictive",
     "random": "uniform random search (baseline, no model)",
 }
 

@@ -37,7 +37,7 @@ def add_bo_parser(subparsers) -> None:
     parser.add_argument("--problem", default=None, help=f"problem name (default {DEFAULT_PROBLEM}); see `probnn problems`")
     parser.add_argument(
         "--surrogate", default=None,
-        help="surrogate model: tp-nngp (default), gp-nngp, gp-matern, gp-rbf or random",
+        help="surrogate model (default tp-nngp); list them with `probnn surrogates`",
     )
     parser.add_argument(
         "--acquisition", default=None, help="logei (default), ucb, pi or ts (Thompson sampling)"
@@ -61,6 +61,26 @@ def add_bo_parser(subparsers) -> None:
 def add_problems_parser(subparsers) -> None:
     parser = subparsers.add_parser("problems", help="List the optimization problems with their dimensions and optima.")
     parser.set_defaults(handler=run_problems)
+
+
+def add_surrogates_parser(subparsers) -> None:
+    parser = subparsers.add_parser("surrogates", help="List the surrogate models of `probnn bo` and `probnn study`.")
+    parser.set_defaults(handler=run_surrogates)
+
+
+def run_surrogates(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from probnn.bo.surrogates import SURROGATE_DESCRIPTIONS, SURROGATES
+
+    table = Table(title="probnn BO surrogates")
+    table.add_column("name")
+    table.add_column("description")
+    for name in SURROGATES:
+        table.add_row(name, SURROGATE_DESCRIPTIONS.get(name, ""))
+    Console().print(table)
+    return 0
 
 
 def run_problems(args) -> int:

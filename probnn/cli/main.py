@@ -8,7 +8,7 @@ import os
 import sys
 
 from probnn import __version__
-from probnn.cli.bo_command import add_bo_parser, add_problems_parser
+from probnn.cli.bo_command import add_bo_parser, add_problems_parser, add_surrogates_parser
 from probnn.cli.fit_command import add_datasets_parser, add_fit_parser, add_models_parser
 from probnn.cli.study_command import add_study_parser
 
@@ -17,8 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="probnn",
         description=(
-            "Bayesian inference with neural-network priors: Bayesian optimization with NNGP and "
-            "Student-t process surrogates, and posterior predictive studies of scale mixtures of NNGPs."
+            "Bayesian inference with neural-network priors: Bayesian optimization with NNGP, "
+            "Student-t process and BNN surrogates (HMC, SGHMC, ensembles, Laplace, deep kernel "
+            "learning), surrogate studies, and posterior predictive studies of scale mixtures of NNGPs."
         ),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", dest="command")
     add_bo_parser(subparsers)
     add_problems_parser(subparsers)
+    add_surrogates_parser(subparsers)
     add_study_parser(subparsers)
     add_fit_parser(subparsers)
     add_models_parser(subparsers)

@@ -16,11 +16,18 @@ multivariate Student-t marginal with ``2 alpha`` degrees of freedom and shape
 ``(beta / alpha) A``; the posterior of ``s`` is ``InvGamma(alpha + n/2, beta + q/2)``, and
 the predictive is Student-t with ``2 alpha + n`` degrees of freedom, location
 :math:`\mu_*` and squared scale :math:`\sigma_*^2 (2\beta + q) / (2\alpha + n)`.
+
+A fixed mean function ``m`` (``mean_function=``, typically a trained
+:class:`probnn.nets.MLP`) makes the process model the residuals: the prior is
+``f ~ GP(m, k)``, so ``y - m(X)`` is standardised and conditioned on as above, and
+``m(x_*)`` is added back to every prediction. Because the residuals are standardised by
+their own sample mean ``c``, the effective prior mean is ``m(x) + c``.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import equinox as eqx
 import jax
@@ -95,17 +102,24 @@ class _ExactProcess(eqx.Module):
 
     kernel: Kernel
     noise: Float[Array, ""]
+    mean_function: Callable | None
     learn_noise: bool = eqx.field(static=True)
     noise_lower_bound: float = eqx.field(static=True)
     num_restarts: int = eqx.field(static=True)
     max_iterations: int = eqx.field(static=True)
     hyperprior: bool = eqx.field(static=True)
 
-    def _init_common(self, kernel, noise, noise_lower_bound, num_restarts, max_iterations, hyperprior):
+    def _init_common(self, kernel, noise, noise_lower_bound, num_restarts, max_iterations, hyperprior, mean_function=None):
         if not isinstance(kernel, Kernel):
             raise ValueError(
                 f"kernel must be a probnn.kernels.Kernel such as NNGP() or RBF(), got {type(kernel).__name__}."
             )
+        if mean_function is not None and not callable(mean_function):
+            raise ValueError(
+                "mean_function must be a callable f(X) -> (n,), such as a trained probnn.nets.MLP, "
+                f"or None; got {type(mean_function).__name__}."
+            )
+        self.mean_function = mean_function
         if not (np.isfinite(noise_lower_bound) and noise_lower_bound >= 0):
             raise ValueError(f"noise_lower_bound must be finite and >= 0, got {noise_lower_bound!r}.")
         if isinstance(num_restarts, bool) or not isinstance(num_restarts, int) or num_restarts < 1:
@@ -173,6 +187,24 @@ class _ExactProcess(eqx.Module):
             total = total + _log_normal_log_density(jnp.log(self.noise), -4.0, 1.0)
         return total
 
+    # -- the mean function -----------------------------------------------------------
+
+    def _mean_values(self, X: np.ndarray) -> np.ndarray:
+        """Evaluate the mean function at training inputs, checking its output, before any jit."""
+        if self.mean_function is None:
+            return np.zeros(X.shape[0])
+        values = np.asarray(self.mean_function(jnp.asarray(X, float_dtype())), dtype=np.float64)
+        if values.shape != (X.shape[0],):
+            raise ValueError(
+                f"mean_function returned shape {values.shape} for X of shape {X.shape}; it must return "
+                f"one value per row, shape ({X.shape[0]},). A network with out_features=1 returns (n, 1): "
+                "build it with out_features=None."
+            )
+        if not np.all(np.isfinite(values)):
+            rows = np.nonzero(~np.isfinite(values))[0][:5].tolist()
+            raise ValueError(f"mean_function returned NaN or infinite values at rows {rows} of X.")
+        return values
+
     # -- the algebra -----------------------------------------------------------------
 
     def _noisy_gram(self, data: PaddedData):
@@ -199,10 +231,12 @@ class _ExactProcess(eqx.Module):
     def log_marginal_likelihood(self, X, y) -> Array:
         """Log marginal likelihood of ``y`` at ``X`` under the current hyperparameters.
 
-        No standardisation is applied: this is the density of ``y`` exactly as given.
+        No standardisation is applied: this is the density of ``y`` exactly as given. With a
+        mean function ``m`` it is computed as the density of the residuals ``y - m(X)``
+        under the zero-mean process, which is the same number.
         """
         X, y = check_training_data(X, y)
-        data = pad_training_data(X, y)
+        data = pad_training_data(X, y - self._mean_values(X))
         return _log_marginal_program(self, data)
 
     # -- fitting and conditioning ----------------------------------------------------
@@ -210,11 +244,11 @@ class _ExactProcess(eqx.Module):
     def fit(self, X, y, *, key=None, num_restarts: int | None = None):
         """Fit hyperparameters by the (penalised) marginal likelihood and condition on the data.
 
-        Targets are standardised; the posterior predicts on the original scale. The
-        objective is maximised by L-BFGS over unconstrained hyperparameters
-        (``log(value - lower_bound)``) from ``num_restarts`` starts: the current values and
-        ``num_restarts - 1`` random perturbations drawn with ``key``, all run as one
-        vectorised program. With no data, or constant targets, the hyperparameters are kept.
+        Targets, minus the mean function if there is one, are standardised, and the posterior
+        predicts on the original scale. The objective is maximised by L-BFGS over
+        unconstrained hyperparameters (``log(value - lower_bound)``) from ``num_restarts``
+        starts: the current values and ``num_restarts - 1`` random perturbations drawn with
+        ``key``, all run as one vectorised program. With no data, or constant targets, the hyperparameters are kept.
 
         Parameters
         ----------
@@ -233,6 +267,7 @@ class _ExactProcess(eqx.Module):
         """
         X, y = check_training_data(X, y)
         warn_precision(X, y)
+        y = y - self._mean_values(X)
         standardizer = Standardizer.fit(y)
         data = pad_training_data(X, (y - standardizer.mean) / standardizer.scale)
         model = self.with_input_dim(X.shape[1])
@@ -252,6 +287,7 @@ class _ExactProcess(eqx.Module):
         """Condition on data with the current hyperparameters, without fitting them."""
         X, y = check_training_data(X, y)
         warn_precision(X, y)
+        y = y - self._mean_values(X)
         standardizer = Standardizer.fit(y)
         data = pad_training_data(X, (y - standardizer.mean) / standardizer.scale)
         return self.with_input_dim(X.shape[1])._condition(data, standardizer)
@@ -367,7 +403,24 @@ class ExactPosterior(eqx.Module):
     def y(self) -> np.ndarray:
         """Training targets on the original scale, without padding."""
         y = np.asarray(self.data.y)[np.asarray(self.data.mask)]
-        return y * float(self.y_scale) + float(self.y_mean)
+        return y * float(self.y_scale) + float(self.y_mean) + self.model._mean_values(self.X)
+
+    def _offset(self, X_new):
+        """Return the shift from the standardised scale back to the targets at ``X_new``.
+
+        That is the residual mean plus the mean function, shape ``(m,)``, or the scalar
+        target mean when there is no mean function.
+        """
+        mean_function = self.model.mean_function
+        if mean_function is None:
+            return self.y_mean
+        values = mean_function(X_new)
+        if values.shape != X_new.shape[:1]:
+            raise ValueError(
+                f"mean_function returned shape {values.shape} for X_new of shape {X_new.shape}; it "
+                f"must return shape ({X_new.shape[0]},)."
+            )
+        return self.y_mean + values.astype(self.y_mean.dtype)
 
     def _check_test_inputs(self, X_new):
         if isinstance(X_new, jax.core.Tracer):
@@ -447,13 +500,13 @@ class GaussianPosterior(ExactPosterior):
     def predict(self, X_new, latent: bool = False) -> dist.Normal:
         X_new = self._check_test_inputs(X_new)
         mean, variance = self._moments(X_new, latent)
-        return dist.Normal(mean * self.y_scale + self.y_mean, jnp.sqrt(variance) * self.y_scale)
+        return dist.Normal(mean * self.y_scale + self._offset(X_new), jnp.sqrt(variance) * self.y_scale)
 
     def sample_functions(self, key, X_new, num_samples: int) -> Array:
         X_new = self._check_test_inputs(X_new)
         mean, factor = _joint_factor(self, X_new)
         z = jax.random.normal(key, (num_samples, X_new.shape[0]), dtype=factor.dtype)
-        return (mean + z @ factor.T) * self.y_scale + self.y_mean
+        return (mean + z @ factor.T) * self.y_scale + self._offset(X_new)
 
     def log_marginal_likelihood(self) -> Array:
         """Log marginal likelihood of the training targets on their original scale."""
@@ -479,7 +532,7 @@ class StudentTPosterior(ExactPosterior):
         mean, variance = self._moments(X_new, latent)
         scale = jnp.sqrt(self.scale_factor * variance) * self.y_scale
         df = jnp.broadcast_to(self.degrees_of_freedom, mean.shape)
-        return StudentTPredictive(df, mean * self.y_scale + self.y_mean, scale)
+        return StudentTPredictive(df, mean * self.y_scale + self._offset(X_new), scale)
 
     def sample_functions(self, key, X_new, num_samples: int) -> Array:
         X_new = self._check_test_inputs(X_new)
@@ -491,7 +544,7 @@ class StudentTPosterior(ExactPosterior):
         df = self.degrees_of_freedom
         g = 1.0 / (jax.random.gamma(gamma_key, df / 2.0, (num_samples, 1), dtype=factor.dtype) / (df / 2.0))
         draws = mean + jnp.sqrt(g * self.scale_factor) * (z @ factor.T)
-        return draws * self.y_scale + self.y_mean
+        return draws * self.y_scale + self._offset(X_new)
 
     def scale_posterior(self) -> dist.InverseGamma:
         """Posterior of the last-layer variance ``s``: ``InvGamma(alpha + n/2, beta + q/2)`` (standardised scale)."""
@@ -521,6 +574,12 @@ class GaussianProcess(_ExactProcess):
     hyperprior : bool
         Add the weak default hyperprior to the objective (MAP type-II); ``False`` maximises
         the marginal likelihood alone.
+    mean_function : callable or None
+        Fixed prior mean ``m(X) -> (n,)`` on the original target scale, e.g. a trained
+        :class:`probnn.nets.MLP`; ``None`` (default) is the zero mean. Fitting never changes
+        it. The process models ``y - m(X)`` (standardised by its own mean and standard
+        deviation) and adds ``m`` back in predictions and function samples, so far from the
+        data the posterior mean reverts to ``m(x)`` plus the mean residual.
 
     Examples
     --------
@@ -544,8 +603,9 @@ class GaussianProcess(_ExactProcess):
         num_restarts: int = 4,
         max_iterations: int = 200,
         hyperprior: bool = True,
+        mean_function: Callable | None = None,
     ):
-        self._init_common(kernel, noise, noise_lower_bound, num_restarts, max_iterations, hyperprior)
+        self._init_common(kernel, noise, noise_lower_bound, num_restarts, max_iterations, hyperprior, mean_function)
 
     def _log_marginal(self, log_det, quadratic, n):
         # Padded rows contribute log 1 = 0 to the determinant and 0 to the quadratic form.
@@ -567,7 +627,7 @@ class StudentTProcess(_ExactProcess):
     learn_scale_prior : bool
         Fit ``alpha`` (kept above 1, so predictive variances exist) and ``beta`` by the
         marginal likelihood.
-    noise, noise_lower_bound, num_restarts, max_iterations, hyperprior
+    noise, noise_lower_bound, num_restarts, max_iterations, hyperprior, mean_function
         As for :class:`GaussianProcess`.
     """
 
@@ -589,8 +649,9 @@ class StudentTProcess(_ExactProcess):
         num_restarts: int = 4,
         max_iterations: int = 200,
         hyperprior: bool = True,
+        mean_function: Callable | None = None,
     ):
-        self._init_common(kernel, noise, noise_lower_bound, num_restarts, max_iterations, hyperprior)
+        self._init_common(kernel, noise, noise_lower_bound, num_restarts, max_iterations, hyperprior, mean_function)
         dtype = float_dtype()
         self.alpha = jnp.asarray(positive_array(alpha, "alpha"), dtype)
         self.beta = jnp.asarray(positive_array(beta, "beta"), dtype)
