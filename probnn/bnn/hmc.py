@@ -212,6 +212,18 @@ class HMCNetwork(eqx.Module):
         result, standardizer, inputs = self.run(X, y, key=key, warm=num_restarts == 1)
         return self.posterior_from(result, standardizer, inputs)
 
+    def inference_data(self, result: MCMCResult, X, y):
+        """The draws of :meth:`run` on ``(X, y)`` as ``arviz.InferenceData``, on the model's sites.
+
+        Sites are the standard-normal weight sites ``z_w*``, ``z_b*`` and the noise
+        standard deviation ``noise`` (of standardised targets).
+        """
+        from probnn.samplers.mcmc import to_inference_data
+
+        data, _, _ = _prepare(X, y)
+        target = NumpyroTarget(bnn_regression, (data.X, data.y, data.mask, self.prior), {})
+        return to_inference_data(result, target)
+
     def posterior_from(self, result: MCMCResult, standardizer: Standardizer, inputs: tuple) -> SampledNetworkPosterior:
         """Build the posterior (and the warm-start state) from the output of :meth:`run`."""
         divergences = jnp.sum(result.divergences)

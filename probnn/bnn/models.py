@@ -46,6 +46,12 @@ class NetworkPrior(NamedTuple):
         Prior of the inferred noise standard deviation: log-normal with this median and
         log-scale spread. On standardised targets the default (median 0.1, spread 1)
         keeps about 95% of its mass between 0.014 and 0.71.
+    noise_floor : float
+        Added to the inferred noise standard deviation. On noise-free targets the noise
+        runs towards zero and NUTS diverges in the narrowing posterior; a floor of 0.01
+        removed the divergences on 40 points of ``sin(2x)`` (57 of 800 transitions
+        without it). It does not make the chains mix over the noise: R-hat stayed above
+        1.9 with 200 draws per chain.
     """
 
     widths: tuple = (50, 50)
@@ -55,10 +61,13 @@ class NetworkPrior(NamedTuple):
     noise: float | None = None
     noise_median: float = 0.1
     noise_spread: float = 1.0
+    noise_floor: float = 0.0
 
     def check(self) -> "NetworkPrior":
         check_widths(self.widths)
         check_activation(self.activation)
+        if not (math.isfinite(self.noise_floor) and self.noise_floor >= 0):
+            raise ValueError(f"noise_floor must be finite and >= 0, got {self.noise_floor!r}.")
         for name in ("weight_scale", "bias_scale", "noise_median", "noise_spread"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -116,7 +125,8 @@ def bnn_regression(X, y, mask, prior: NetworkPrior, likelihood_scale=1.0, mean_f
 def _noise(prior: NetworkPrior):
     if prior.noise is not None:
         return prior.noise
-    return numpyro.sample("noise", dist.LogNormal(math.log(prior.noise_median), prior.noise_spread))
+    excess = numpyro.sample("noise", dist.LogNormal(math.log(prior.noise_median), prior.noise_spread))
+    return prior.noise_floor + excess
 
 
 def plugin_regression(X, y, mask, mean_function, noise_median: float = 0.1, noise_spread: float = 1.0):
@@ -149,4 +159,4 @@ def noise_draws(positions: dict, prior: NetworkPrior, num_draws: int, dtype=jnp.
     """
     if prior.noise is not None:
         return jnp.full((num_draws,), prior.noise, dtype)
-    return jnp.exp(positions["noise"]).astype(dtype)
+    return (prior.noise_floor + jnp.exp(positions["noise"])).astype(dtype)

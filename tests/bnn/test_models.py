@@ -54,3 +54,5 @@ def test_network_prior_rejects_bad_values():
         NetworkPrior(widths=()).check()
     with pytest.raises(ValueError, match="noise"):
         NetworkPrior(noise=-1.0).check()
+    with pytest.raises(ValueError, match="noise_floor"):
+        NetworkPrior(noise_floor=float("nan")).check()
