@@ -91,12 +91,12 @@ def _prepare(X, y):
 
 
 def input_scaling(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and scale of each input column: the training mean and standard deviation.
+    """Return the centre and scale of each input column: the training mean and standard deviation.
 
-    Columns with (near) zero spread keep scale 1. Networks whose first-layer weights are
-    ``N(0, 1/d)`` then see pre-activations of unit order; inputs confined to a small
-    box (the unit cube of BO has standard deviation 0.29 per column) would otherwise
-    make every prior function nearly linear there.
+    Columns with (near) zero spread keep scale 1. After scaling, first-layer weights of
+    ``N(0, 1/d)`` give pre-activations of unit order. Without it, inputs confined to a
+    small box (the unit cube of BO has standard deviation 0.29 per column) would make
+    every prior function nearly linear there.
     """
     center = X.mean(axis=0)
     scale = X.std(axis=0)
@@ -213,10 +213,10 @@ class HMCNetwork(eqx.Module):
         return self.posterior_from(result, standardizer, inputs)
 
     def inference_data(self, result: MCMCResult, X, y):
-        """The draws of :meth:`run` on ``(X, y)`` as ``arviz.InferenceData``, on the model's sites.
+        """Convert the draws of :meth:`run` on ``(X, y)`` to ``arviz.InferenceData`` on the model's sites.
 
-        Sites are the standard-normal weight sites ``z_w*``, ``z_b*`` and the noise
-        standard deviation ``noise`` (of standardised targets).
+        Sites are the standard-normal weight sites ``z_w*``, ``z_b*`` and ``noise``: the
+        noise standard deviation of standardised targets minus ``prior.noise_floor``.
         """
         from probnn.samplers.mcmc import to_inference_data
 

@@ -3,8 +3,8 @@
 The samplers turn these into log densities (``probnn.samplers.NumpyroTarget``). Weights
 are sampled in the standard-normal ("non-centred") parameterisation: the sample site of
 layer ``l`` is ``z_l ~ N(0, I)`` and the weight matrix is ``W_l = z_l * sigma_w /
-sqrt(fan_in)``. The prior is the usual ``W_l ~ N(0, sigma_w^2 / fan_in)``, but the
-sampler sees unit scales in every direction the data do not pin down, which lets NUTS
+sqrt(fan_in)``. The prior is the usual ``W_l ~ N(0, sigma_w^2 / fan_in)``, but every
+direction the data do not constrain has unit scale in the sampler's space, so NUTS can
 take much longer steps than on the raw weights.
 """
 
