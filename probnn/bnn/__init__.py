@@ -7,6 +7,7 @@
   Laplace posterior and the linearised predictive.
 - :class:`DeepKernelGP`: an exact GP on learned network features (deep kernel learning).
 - :class:`PartiallyStochasticNetwork`: a trained body with a conjugate Bayesian last layer.
+- :class:`PartiallySampledNetwork`: a trained body with NUTS over its last layers.
 
 The infinite-width BNN is the NNGP Gaussian process of :mod:`probnn.processes`. The BNN
 models themselves are numpyro models in :mod:`probnn.bnn.models`.
@@ -17,7 +18,12 @@ from probnn.bnn.ensemble import DeepEnsemble, EnsemblePosterior
 from probnn.bnn.hmc import HMCNetwork, SampledNetworkPosterior, SGMCMCNetwork
 from probnn.bnn.laplace import LaplaceNetwork, LaplacePosterior
 from probnn.bnn.models import NetworkPrior, bnn_regression, plugin_regression
-from probnn.bnn.partial import PartiallyStochasticNetwork, PartiallyStochasticPosterior
+from probnn.bnn.partial import (
+    PartiallySampledNetwork,
+    PartiallySampledPosterior,
+    PartiallyStochasticNetwork,
+    PartiallyStochasticPosterior,
+)
 
 __all__ = [
     "DeepEnsemble",
@@ -28,6 +34,8 @@ __all__ = [
     "LaplaceNetwork",
     "LaplacePosterior",
     "NetworkPrior",
+    "PartiallySampledNetwork",
+    "PartiallySampledPosterior",
     "PartiallyStochasticNetwork",
     "PartiallyStochasticPosterior",
     "SGMCMCNetwork",

@@ -27,7 +27,7 @@ class NetworkPrior(NamedTuple):
     Parameters
     ----------
     widths : tuple of int
-        Hidden-layer widths.
+        Hidden-layer widths; ``()`` gives Bayesian linear regression on the inputs.
     activation : str
     weight_scale : float
         ``sigma_w``: weights of a layer are ``N(0, sigma_w^2 / fan_in)``.
@@ -64,7 +64,7 @@ class NetworkPrior(NamedTuple):
     noise_floor: float = 0.0
 
     def check(self) -> "NetworkPrior":
-        check_widths(self.widths)
+        check_widths(self.widths, allow_empty=True)
         check_activation(self.activation)
         if not (math.isfinite(self.noise_floor) and self.noise_floor >= 0):
             raise ValueError(f"noise_floor must be finite and >= 0, got {self.noise_floor!r}.")

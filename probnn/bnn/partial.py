@@ -32,8 +32,10 @@ location :math:`\phi_*^\top m_n` and squared scale
 
 The split between the deterministic body and the stochastic head is the method
 :meth:`PartiallyStochasticNetwork.design_matrix` (features of the trained body) on one side
-and :class:`NormalInverseGammaReadout` on the other. A variant that samples more layers
-keeps the body training and replaces the readout by draws from a sampler.
+and :class:`NormalInverseGammaReadout` on the other. :class:`PartiallySampledNetwork`
+keeps the same body training and replaces the closed-form readout by NUTS over the last
+one or more layers, with the weight prior and inferred noise of
+:class:`~probnn.bnn.models.NetworkPrior`.
 
 References
 ----------
@@ -57,10 +59,11 @@ from probnn.bnn._common import (
     check_test_inputs,
     prepare_training_data,
 )
+from probnn.bnn.hmc import HMCNetwork, SampledNetworkPosterior
 from probnn.kernels.linalg import factor_with_jitter, report_cholesky, solve_triangular_lower
-from probnn.nets.mlp import MLP, check_activation, check_widths
+from probnn.nets.mlp import ACTIVATIONS, MLP, check_activation, check_widths
 from probnn.nets.train import TrainConfig, fit_network
-from probnn.processes._data import float_dtype
+from probnn.processes._data import check_training_data, float_dtype
 from probnn.processes.exact import StudentTPredictive
 
 #: Prior precisions searched for the maximum evidence: log-spaced from 1e-4 to 1e4.
@@ -207,6 +210,18 @@ def fit_readout(Phi, y, num_data, prior_shape, precision_grid=PRECISION_GRID):
 DEFAULT_CONFIG = TrainConfig(learning_rate=1e-2, weight_decay=1e-4, num_steps=1000)
 
 
+def check_body_config(config: TrainConfig | None, consumer: str) -> TrainConfig:
+    """Return the body training settings (:data:`DEFAULT_CONFIG` for ``None``), or raise ``ValueError``."""
+    config = DEFAULT_CONFIG if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a probnn.nets.TrainConfig, got {type(config).__name__}.")
+    if config.validation_fraction != 0.0:
+        raise ValueError(
+            f"config.validation_fraction must be 0 ({consumer} needs every row), got {config.validation_fraction!r}."
+        )
+    return config
+
+
 class PartiallyStochasticNetwork(eqx.Module):
     r"""MLP with a deterministic body and a Bayesian linear readout (Student-t predictive).
 
@@ -283,14 +298,7 @@ class PartiallyStochasticNetwork(eqx.Module):
             raise ValueError(f"noise_shape must be positive and finite, got {noise_shape!r}.")
         self.noise_shape = float(noise_shape)
         self.num_restarts = check_positive_integer(num_restarts, "num_restarts")
-        config = DEFAULT_CONFIG if config is None else config
-        if not isinstance(config, TrainConfig):
-            raise ValueError(f"config must be a probnn.nets.TrainConfig, got {type(config).__name__}.")
-        if config.validation_fraction != 0.0:
-            raise ValueError(
-                f"config.validation_fraction must be 0 (the readout needs every row), got {config.validation_fraction!r}."
-            )
-        self.config = config
+        self.config = check_body_config(config, "the readout")
         self.warm_steps = check_positive_integer(warm_steps, "warm_steps")
         grid = np.asarray(precision_grid, dtype=float).ravel()
         if grid.size < 1 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
@@ -436,3 +444,161 @@ class PartiallyStochasticPosterior(eqx.Module):
     def log_evidence(self) -> Array:
         """Log evidence of the training targets on their original scale."""
         return self.readout.log_evidence - self.readout.num_data * jnp.log(self.y_scale)
+
+
+def hidden_features(body: MLP, X, num_layers: int):
+    """Activations of the first ``num_layers`` hidden layers of ``body`` at ``X`` (the inputs for 0)."""
+    phi = ACTIVATIONS[body.activation]
+    h = X.astype(body.weights[0].dtype)
+    for W, b in zip(body.weights[:num_layers], body.biases[:num_layers]):
+        h = phi(h @ W + b)
+    return h
+
+
+@eqx.filter_jit
+def _train_body_program(body: MLP, data: NetworkData, key, config: TrainConfig) -> MLP:
+    body_dtype = jax.tree.leaves(body)[0].dtype
+    weights = data.weights.astype(body_dtype)
+    trained, _ = fit_network(
+        body, data.X.astype(body_dtype), data.y.astype(body_dtype), weights, jnp.zeros_like(weights), key, config
+    )
+    return trained
+
+
+class PartiallySampledNetwork(eqx.Module):
+    r"""MLP with a trained deterministic body and NUTS over its last layers.
+
+    The whole MLP is first trained on squared error, as the body of
+    :class:`PartiallyStochasticNetwork` is. Its first hidden layers then stay fixed, and
+    the last ``num_sampled_layers`` weight layers (the readout counts as one) are replaced
+    by a BNN on the body's features: standard-normal weight sites scaled by
+    :math:`\sigma_w / \sqrt{\text{fan-in}}`, an inferred log-normal noise, sampled by
+    :class:`~probnn.bnn.HMCNetwork` (NUTS, several chains, warm-started between fits). With
+    ``num_sampled_layers=1`` the stochastic part is Bayesian linear regression on the last
+    hidden layer, a few dozen parameters, which NUTS samples in a fraction of the time of
+    the full network. With 2 it is a one-hidden-layer BNN on the features of the first
+    layers.
+
+    The predictive is the sampler's equal-weight mixture over network draws, so every
+    acquisition function applies, and Thompson sampling takes one draw.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        Hidden-layer widths of the whole network.
+    activation : str
+    num_sampled_layers : int
+        Weight layers sampled, counted from the output: between 1 and ``len(widths)``, so
+        that at least one hidden layer stays deterministic.
+    sampler : HMCNetwork, optional
+        Settings of the sampler (chains, draws, tree depth, prior scales and noise prior).
+        Its prior's ``widths`` and ``activation`` are replaced by those of the sampled
+        layers. Default: ``HMCNetwork()``.
+    config : TrainConfig, optional
+        Body training of a full fit; :data:`DEFAULT_CONFIG` by default.
+    warm_steps : int
+        Optimizer steps of a warm-started fit (``num_restarts=1`` on a fitted model).
+    """
+
+    body: MLP | None
+    sampler: HMCNetwork
+    widths: tuple[int, ...] = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+    num_sampled_layers: int = eqx.field(static=True)
+    config: TrainConfig = eqx.field(static=True)
+    warm_steps: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        widths=(50, 50),
+        activation: str = "tanh",
+        *,
+        num_sampled_layers: int = 1,
+        sampler: HMCNetwork | None = None,
+        config: TrainConfig | None = None,
+        warm_steps: int = 300,
+    ):
+        self.widths = check_widths(widths)
+        self.activation = check_activation(activation)
+        self.num_sampled_layers = check_positive_integer(num_sampled_layers, "num_sampled_layers")
+        if self.num_sampled_layers > len(self.widths):
+            raise ValueError(
+                f"num_sampled_layers must be at most len(widths) = {len(self.widths)} so that one hidden layer "
+                f"stays deterministic, got {num_sampled_layers!r}; use HMCNetwork to sample every layer."
+            )
+        sampler = HMCNetwork() if sampler is None else sampler
+        if not isinstance(sampler, HMCNetwork):
+            raise ValueError(f"sampler must be a probnn.bnn.HMCNetwork, got {type(sampler).__name__}.")
+        self.sampler = HMCNetwork(
+            sampler.prior._replace(widths=self.sampled_widths, activation=self.activation),
+            sampler.settings,
+            num_chains=sampler.num_chains,
+            num_warmup_warm=sampler.num_warmup_warm,
+            num_predictive_draws=sampler.num_predictive_draws,
+        )
+        self.config = check_body_config(config, "the sampled layers")
+        self.warm_steps = check_positive_integer(warm_steps, "warm_steps")
+        self.body = None
+
+    @property
+    def num_fixed_layers(self) -> int:
+        """Hidden layers of the deterministic body."""
+        return len(self.widths) - self.num_sampled_layers + 1
+
+    @property
+    def sampled_widths(self) -> tuple[int, ...]:
+        """Hidden widths of the sampled part (``()`` when only the readout is sampled)."""
+        return self.widths[self.num_fixed_layers :]
+
+    def features(self, X):
+        """Body features at ``X`` in the float dtype: the inputs of the sampled layers."""
+        return hidden_features(self.body, X, self.num_fixed_layers).astype(float_dtype())
+
+    def fit(self, X, y, *, key, num_restarts: int | None = None) -> "PartiallySampledPosterior":
+        """Train the body on ``(X, y)``, then sample the last layers on its features.
+
+        ``num_restarts=1`` (a BO loop's refinement fits) continues training the current
+        body for ``warm_steps`` steps and warm-starts the chains. ``None`` trains a fresh
+        body and runs the sampler's full warm-up. Other values count as ``None``, because
+        one body is trained either way.
+        """
+        warm = check_fit_arguments(key, num_restarts)
+        data, _ = prepare_training_data(X, y)
+        dim = data.X.shape[1]
+        body_key, init_key, sample_key = jax.random.split(key, 3)
+        if warm and self.body is not None and self.body.in_features == dim:
+            body, config = self.body, TrainConfig(**{**self.config.__dict__, "num_steps": self.warm_steps})
+        else:
+            body = MLP(dim, self.widths, key=init_key, activation=self.activation)
+            config = self.config
+        body = _train_body_program(body, data, body_key, config)
+        model = eqx.tree_at(lambda m: m.body, self, body, is_leaf=lambda x: x is None)
+        X_checked, y_checked = check_training_data(X, y)
+        posterior = model.sampler.fit(model.features(jnp.asarray(X_checked)), y_checked, key=sample_key, num_restarts=num_restarts)
+        model = eqx.tree_at(lambda m: m.sampler, model, posterior.model)
+        return PartiallySampledPosterior(model, posterior, dim)
+
+
+class PartiallySampledPosterior(eqx.Module):
+    """Posterior of a :class:`PartiallySampledNetwork`: the trained body and the sampled layers.
+
+    ``model`` carries the body and the chains' end states (the warm start of the next fit).
+    """
+
+    model: PartiallySampledNetwork
+    sampled: SampledNetworkPosterior
+    input_dim: int = eqx.field(static=True)
+
+    @property
+    def divergences(self) -> Array:
+        return self.sampled.divergences
+
+    def predict(self, X_new, latent: bool = False):
+        """Equal-weight Gaussian mixture over the draws at ``X_new``, on the original scale."""
+        X_new = check_test_inputs(X_new, self.input_dim)
+        return self.sampled.predict(self.model.features(X_new), latent)
+
+    def sample_functions(self, key, X_new, num_samples: int) -> Array:
+        """Joint draws of the function at ``X_new``: each is one posterior draw of the sampled layers."""
+        X_new = check_test_inputs(X_new, self.input_dim)
+        return self.sampled.sample_functions(key, self.model.features(X_new), num_samples)

@@ -51,7 +51,9 @@ def test_network_prior_rejects_bad_values():
     with pytest.raises(ValueError, match="weight_scale"):
         NetworkPrior(weight_scale=0.0).check()
     with pytest.raises(ValueError, match="widths"):
-        NetworkPrior(widths=()).check()
+        NetworkPrior(widths=(0,)).check()
+    # No hidden layer is Bayesian linear regression, a valid model.
+    assert NetworkPrior(widths=()).check().layer_sizes(3) == (3, 1)
     with pytest.raises(ValueError, match="noise"):
         NetworkPrior(noise=-1.0).check()
     with pytest.raises(ValueError, match="noise_floor"):
