@@ -55,6 +55,15 @@ def add_bo_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/bo-PROBLEM-SURROGATE-sSEED-TIME)")
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue the run whose files are in DIR")
     parser.add_argument("--no-progress", action="store_true", help="log one line per evaluation instead of a progress bar")
+    parser.add_argument(
+        "--storage", default=None, metavar="URL",
+        help=(
+            "run as one worker of an Optuna study in this RDB storage (e.g. sqlite:///study.db or "
+            "postgresql://user@localhost/db); every worker started with the same --storage and "
+            "--study shares the evaluations, and together they stop at --initial + --iterations trials"
+        ),
+    )
+    parser.add_argument("--study", default=None, metavar="NAME", help="Optuna study name, required with --storage")
     parser.set_defaults(handler=run_bo)
 
 
@@ -123,6 +132,8 @@ def run_bo(args) -> int:
     from probnn.bo.loop import BayesianOptimization
     from probnn.bo.problems import get_problem
 
+    if args.storage is not None or args.study is not None:
+        return run_optuna_worker(args)
     if args.resume is not None:
         conflicting = [name for name in ("problem", "surrogate", "acquisition", "initial", "seed", "beta", "out") if getattr(args, name) is not None]
         if conflicting:
@@ -191,6 +202,76 @@ def run_bo(args) -> int:
         return 130
     _print_summary(out, results)
     return 0
+
+
+def run_optuna_worker(args) -> int:
+    """Run trials of a shared Optuna study until it holds ``--initial + --iterations`` trials.
+
+    Finished and running trials both count, so workers stop together. Workers that start
+    their last trials at the same moment can overshoot by one trial each. The storage
+    records a heartbeat of every running trial, and a trial whose worker died is marked
+    failed after ``STALE_TRIAL_SECONDS``, so it no longer counts as running.
+    """
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    from probnn.bo.problems import get_problem
+    from probnn.integrations.optuna import ProbnnSampler
+
+    if args.storage is None or args.study is None:
+        raise ValueError("--storage and --study go together: pass both to run as a worker of a shared Optuna study.")
+    if args.resume is not None:
+        raise ValueError("--resume continues a journal of a single run; a shared study continues by starting workers again.")
+    settings = _settings_for_new_run(args)
+    _check_counts(settings["iterations"], settings["initial"])
+    problem = get_problem(settings["problem"], seed=settings["seed"])
+    total = settings["initial"] + settings["iterations"]
+    names = problem.parameter_names or [f"x{i + 1}" for i in range(problem.dim)]
+    sampler = ProbnnSampler(settings["surrogate"], settings["acquisition"], n_startup_trials=settings["initial"])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _open_shared_study(args.storage, args.study, sampler)
+
+    def objective(trial):
+        x = np.array([trial.suggest_float(name, low, high) for name, (low, high) in zip(names, problem.bounds)])
+        value = float(problem(x))
+        if args.no_progress:
+            logger.info("trial %d: y = %.6g", trial.number, value)
+        return value
+
+    counted = (TrialState.COMPLETE, TrialState.RUNNING)
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if len(study.get_trials(deepcopy=False, states=counted)) < total:
+        study.optimize(objective, callbacks=[MaxTrialsCallback(total, states=counted)])
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = min(t.value for t in complete) if complete else float("nan")
+    regret = "" if problem.optimum is None else f" (simple regret {best - problem.optimum:.4g})"
+    print(
+        f"{problem.name}: study {args.study!r} holds {len(complete)} finished trials ({len(complete) - before} "
+        f"since this worker started), best value {best:.6g}{regret}."
+    )
+    return 0
+
+
+#: Seconds without a heartbeat after which a running trial counts as failed.
+STALE_TRIAL_SECONDS = 60
+
+
+def _open_shared_study(url: str, name: str, sampler):
+    """Create or load the study, retrying while another worker creates the same tables."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(10):
+        try:
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=STALE_TRIAL_SECONDS)
+            return optuna.create_study(storage=storage, study_name=name, sampler=sampler, load_if_exists=True)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, optuna.exceptions.DuplicatedStudyError):
+            # Workers started together race to create the schema and the study, and the
+            # losers find them on the next attempt.
+            if attempt == 9:
+                raise
+            time.sleep(0.5 + 0.5 * attempt)
 
 
 def _raise_interrupt(signum, frame):
