@@ -37,6 +37,7 @@ from probnn.bnn._common import (
 from probnn.nets.mlp import MLP, check_activation, check_widths
 from probnn.nets.train import TrainConfig, fit_network
 from probnn.processes._data import float_dtype
+from probnn.sharding import shard_batch
 
 #: Ways to give each member its own view of the training data.
 RESAMPLING = ("bootstrap", "subset", "none")
@@ -242,6 +243,10 @@ def _train_program(members, data: NetworkData, weight_key, train_key, config, re
     train_keys = jax.random.split(train_key, num_members)
     no_validation = jnp.zeros_like(weights)
     train = eqx.filter_vmap(fit_network, in_axes=(eqx.if_array(0), None, None, 0, 0, 0, None))
+    # With several devices, each trains an equal share of the members.
+    arrays, static = eqx.partition(members, eqx.is_array)
+    arrays, weights, no_validation, train_keys = shard_batch((arrays, weights, no_validation, train_keys))
+    members = eqx.combine(arrays, static)
     members, _ = train(members, X, y, weights, no_validation, train_keys, config)
 
     # Out-of-bag residuals: member k on the real rows it gave zero weight.

@@ -19,6 +19,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import constrain_fn, potential_energy
 
+from probnn.sharding import shard_batch
+
 #: Kernels accepted by :func:`sample`.
 KERNELS = ("nuts", "hmc")
 
@@ -188,6 +190,7 @@ def sample(
     initial_positions,
     settings: SamplerSettings = SamplerSettings(),
     adaptation: Adaptation | None = None,
+    shard: bool = True,
 ) -> MCMCResult:
     """Run NUTS or HMC chains with blackjax, all chains in one vmapped program.
 
@@ -214,6 +217,10 @@ def sample(
     adaptation : Adaptation, optional
         Per-chain step sizes and inverse mass matrices to start the adaptation from (or
         to use as they are when ``num_warmup=0``).
+    shard : bool
+        Split the chains over ``jax.devices()`` when there are several and they divide
+        the number of chains (see :mod:`probnn.sharding`). Each chain's draws are the
+        same either way.
 
     Returns
     -------
@@ -227,6 +234,9 @@ def sample(
     check_settings(settings)
     num_chains = jax.tree.leaves(initial_positions)[0].shape[0]
     keys = jax.random.split(key, num_chains)
+    if shard:
+        # With several devices, each runs an equal share of the chains.
+        keys, initial_positions, adaptation = shard_batch((keys, initial_positions, adaptation))
     run = lambda k, p, a: _one_chain(k, logdensity_fn, p, settings, a)
     positions, logdensity, divergent, steps, acceptance, final, adapted = jax.vmap(run)(
         keys, initial_positions, adaptation

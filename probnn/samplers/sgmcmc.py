@@ -9,6 +9,8 @@ import blackjax
 import jax
 import jax.numpy as jnp
 
+from probnn.sharding import shard_batch
+
 #: Methods accepted by :func:`sgmcmc_sample`.
 METHODS = ("sghmc", "sgld")
 
@@ -145,5 +147,7 @@ def sgmcmc_sample(key, logdensity_estimator: Callable, data, mask, initial_posit
 
     num_chains = jax.tree.leaves(initial_positions)[0].shape[0]
     keys = jax.random.split(key, num_chains)
+    # With several devices, each runs an equal share of the chains.
+    keys, initial_positions = shard_batch((keys, initial_positions))
     positions, logdensity, final = jax.vmap(chain)(keys, initial_positions)
     return SGMCMCResult(positions, logdensity, final)
