@@ -48,6 +48,7 @@ def test_latent_std_is_below_observation_std(fitted_gp):
     assert np.all(latent < observed)
 
 
+@pytest.mark.slow
 def test_pipeline_cross_validation_scores_well():
     X, y = _smooth_data(n=60)
     scores = cross_val_score(make_pipeline(StandardScaler(), ProcessRegressor("tp-nngp", num_restarts=1)), X, y, cv=3)
@@ -68,6 +69,7 @@ def test_pickle_keeps_float64_without_x64(fitted_gp):
     np.testing.assert_allclose(restored.predict(X[:5]), expected, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_bnn_regressor_fits_smooth_function():
     X, y = _smooth_data(n=30, d=2)
     regressor = BNNRegressor(widths=(16,), num_chains=2, num_warmup=100, num_samples=100, max_tree_depth=4)
