@@ -14,6 +14,8 @@ prints the same R-hat at the end. With ``--num-processes 1`` (the default) it ru
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +28,7 @@ def main() -> None:
     parser.add_argument("--num-processes", type=int, default=1)
     parser.add_argument("--process-id", type=int, default=0)
     parser.add_argument("--chains-per-device", type=int, default=2)
+    parser.add_argument("out", nargs="?", type=Path, default=None, help="folder for summary.json (optional)")
     args = parser.parse_args()
 
     if args.num_processes > 1:
@@ -52,9 +55,14 @@ def main() -> None:
     import arviz as az
 
     r_hat = az.rhat(az.convert_to_dataset(draws)).to_array().values.max()
+    sd = draws.reshape(-1, 2).std(axis=0)
+    if args.out is not None and jax.process_index() == 0:
+        args.out.mkdir(parents=True, exist_ok=True)
+        summary = {"chains": num_chains, "devices": len(jax.devices()), "sd": sd.tolist(), "max_r_hat": float(r_hat)}
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(
         f"process {jax.process_index()}: {num_chains} chains on {len(jax.devices())} devices "
-        f"({len(jax.local_devices())} local); sd {draws.reshape(-1, 2).std(axis=0).round(2).tolist()} "
+        f"({len(jax.local_devices())} local); sd {sd.round(2).tolist()} "
         f"(exact [1.0, 3.0]); max R-hat {r_hat:.3f}"
     )
 
