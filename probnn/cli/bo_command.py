@@ -205,7 +205,7 @@ def run_bo(args) -> int:
 
 
 def run_optuna_worker(args) -> int:
-    """Run trials of a shared Optuna study until it holds ``--initial + --iterations`` trials.
+    """Run trials of a shared Optuna study until it contains ``--initial + --iterations`` trials.
 
     Finished and running trials both count, so workers stop together. Workers that start
     their last trials at the same moment can overshoot by one trial each. The storage
@@ -247,7 +247,7 @@ def run_optuna_worker(args) -> int:
     best = min(t.value for t in complete) if complete else float("nan")
     regret = "" if problem.optimum is None else f" (simple regret {best - problem.optimum:.4g})"
     print(
-        f"{problem.name}: study {args.study!r} holds {len(complete)} finished trials ({len(complete) - before} "
+        f"{problem.name}: study {args.study!r} contains {len(complete)} finished trials ({len(complete) - before} "
         f"since this worker started), best value {best:.6g}{regret}."
     )
     return 0

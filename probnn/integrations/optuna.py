@@ -3,7 +3,7 @@
 :class:`ProbnnSampler` proposes each trial's parameters by Bayesian optimization with any
 surrogate of ``probnn surrogates`` and log expected improvement. The default is
 ``tp-nngp``, or ``gp-matern`` when the space has a categorical parameter. It
-sees the study through Optuna's storage, so workers that share an RDB storage (SQLite,
+reads the study from Optuna's storage, so workers that share an RDB storage (SQLite,
 PostgreSQL, MySQL) share every finished trial::
 
     import optuna
@@ -13,7 +13,7 @@ PostgreSQL, MySQL) share every finished trial::
                                 sampler=ProbnnSampler(), load_if_exists=True)
     study.optimize(objective, n_trials=20)   # run the same script in several processes
 
-Parameters are mapped to the unit cube before the surrogate sees them:
+Parameters are mapped to the unit cube before the surrogate models them:
 
 - float: linearly, or in the logarithm with ``log=True``; a ``step`` rounds the proposal
   to the grid.
