@@ -1,4 +1,4 @@
-"""Tests of device sharding: chains and members split over four forced host devices."""
+"""Tests of device sharding: chains, members and Gram row blocks split over four forced host devices."""
 
 import json
 import os
@@ -38,7 +38,18 @@ SHARDED_SCRIPT = textwrap.dedent(
     X = np.random.default_rng(0).uniform(size=(24, 2))
     y = np.sin(3 * X[:, 0]) + X[:, 1]
     ensemble = DeepEnsemble(widths=(16,), num_members=4, config=TrainConfig(num_steps=200)).fit(X, y, key=jax.random.key(1))
+    from probnn.kernels import NNGP
+    from probnn.processes._data import pad_training_data
+    from probnn.processes.exact import blocked_noisy_gram
+
+    kernel = NNGP(depth=3).with_input_dim(2)
+    data = pad_training_data(np.random.default_rng(2).uniform(size=(250, 2)), np.zeros(250))
+    gram = jax.jit(lambda d: blocked_noisy_gram(kernel, d, 0.1, 0.0, 32))(data)
+    mask = np.asarray(data.mask)
+    dense = np.where(mask[:, None] & mask[None], np.asarray(kernel.gram(data.X)), 0.0) + np.diag(np.where(mask, 0.1, 1.0))
     report = {
+        "gram_devices": len(gram.sharding.device_set),
+        "gram_difference": float(np.max(np.abs(np.asarray(gram) - dense))),
         "devices": len(jax.devices()),
         "chain_devices": len(sharded.positions["a"].sharding.device_set),
         "max_draw_difference": float(jnp.max(jnp.abs(sharded.positions["a"] - single.positions["a"]))),
@@ -68,6 +79,9 @@ def test_sharded_chains_match_single_device_run():
     assert report["max_draw_difference"] < 0.02
     np.testing.assert_allclose(report["mean_sharded"], report["mean_single"], atol=0.01)
     assert report["ensemble_finite"]
+    # The 256 x 256 Gram matrix is filled as 8 row blocks, 2 on each device.
+    assert report["gram_devices"] == 4
+    assert report["gram_difference"] < 1e-12
 
 
 def test_one_device_leaves_batches_unsharded():

@@ -11,11 +11,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from probnn.kernels.base import check_inputs
-from probnn.processes._data import Standardizer, check_training_data, float_dtype, pad_training_data
+from probnn.processes._data import Standardizer, check_training_data, pad_training_data
 
 
 class NetworkData(NamedTuple):
@@ -60,22 +58,6 @@ def prepare_training_data(X, y) -> tuple[NetworkData, Standardizer]:
     padded = pad_training_data(X, (y - standardizer.mean) / standardizer.scale)
     data = NetworkData(padded.X, padded.y, padded.mask.astype(padded.y.dtype), padded.n)
     return data, standardizer
-
-
-def check_test_inputs(X_new, dim: int):
-    """Return ``X_new`` as a ``(m, dim)`` array of the float dtype, or raise ``ValueError``.
-
-    Tracers pass through unchecked, so predictions can be jitted and differentiated in
-    ``X_new``.
-    """
-    if isinstance(X_new, jax.core.Tracer):
-        return X_new
-    X_new = check_inputs(X_new, "X_new")
-    if X_new.shape[1] != dim:
-        raise ValueError(
-            f"X_new has {X_new.shape[1]} columns but the model was fitted on {dim}; X_new has shape {X_new.shape}."
-        )
-    return jnp.asarray(X_new, float_dtype())
 
 
 def check_fit_arguments(key, num_restarts) -> bool:

@@ -31,9 +31,9 @@ from probnn.bnn._common import (
     NetworkData,
     check_fit_arguments,
     check_positive_integer,
-    check_test_inputs,
     prepare_training_data,
 )
+from probnn.processes._data import check_test_inputs
 from probnn.nets.mlp import MLP, check_activation, check_widths
 from probnn.nets.train import TrainConfig, fit_network
 from probnn.processes._data import float_dtype

@@ -82,9 +82,9 @@ from probnn.bnn._common import (
     NetworkData,
     check_fit_arguments,
     check_positive_integer,
-    check_test_inputs,
     prepare_training_data,
 )
+from probnn.processes._data import check_test_inputs
 from probnn.nets.mlp import ACTIVATIONS, MLP, check_activation, check_widths
 from probnn.nets.train import TrainConfig, fit_network, squared_error
 from probnn.processes._data import float_dtype

@@ -56,9 +56,9 @@ from probnn.bnn._common import (
     NetworkData,
     check_fit_arguments,
     check_positive_integer,
-    check_test_inputs,
     prepare_training_data,
 )
+from probnn.processes._data import check_test_inputs
 from probnn.bnn.hmc import HMCNetwork, SampledNetworkPosterior
 from probnn.kernels.linalg import factor_with_jitter, report_cholesky, solve_triangular_lower
 from probnn.nets.mlp import ACTIVATIONS, MLP, check_activation, check_widths

@@ -17,7 +17,13 @@ logger = logging.getLogger("probnn.cli")
 
 DEFAULT_MODELS = ("gp-nngp", "tp-nngp", "smnngp-burr")
 DEFAULT_RANDOM_SPLITS = 5
-DEFAULT_MAX_FIT_POINTS = 3000
+# The processes import JAX, so these plain constants are repeated here to keep `--help` fast.
+EXACT_FIT_POINTS = 3_000
+SPARSE_FIT_POINTS = 10_000
+SPARSE_ABOVE = 20_000
+DEFAULT_NUM_INDUCING = 512
+APPROXIMATIONS = ("auto", "exact", "sparse")
+INDUCING_INITIALIZATIONS = ("kmeans", "kcenter", "random")
 RUNS_NAME = "runs.jsonl"
 METRIC_NAMES = ("nll", "rmse", "crps", "coverage_50", "coverage_90", "coverage_95")
 
@@ -56,11 +62,27 @@ def add_fit_parser(subparsers) -> None:
     parser.add_argument("--restarts", type=int, default=4, help="L-BFGS starts of the marginal-likelihood fit (default 4)")
     parser.add_argument("--max-iterations", type=int, default=200, help="L-BFGS iterations per start (default 200)")
     parser.add_argument(
-        "--max-fit-points", type=int, default=DEFAULT_MAX_FIT_POINTS,
+        "--max-fit-points", type=int, default=None,
         help=(
             "fit hyperparameters on a random subset of at most this many training points, then "
-            f"condition on all of them (default {DEFAULT_MAX_FIT_POINTS}; the fit costs O(n^3) per iteration)"
+            f"condition on all of them (default {EXACT_FIT_POINTS} for exact models, whose fit costs "
+            f"O(n^3) per iteration, and {SPARSE_FIT_POINTS} for sparse ones)"
         ),
+    )
+    parser.add_argument(
+        "--approximation", choices=APPROXIMATIONS, default="auto",
+        help=(
+            "condition exactly, or through inducing points in O(n M^2); auto (default) is exact up "
+            f"to {SPARSE_ABOVE} training points and sparse above"
+        ),
+    )
+    parser.add_argument(
+        "--num-inducing", type=int, default=DEFAULT_NUM_INDUCING, metavar="M",
+        help=f"inducing points of the sparse approximation (default {DEFAULT_NUM_INDUCING})",
+    )
+    parser.add_argument(
+        "--inducing-init", choices=INDUCING_INITIALIZATIONS, default="kmeans",
+        help="initial inducing points: k-means centres (default), a k-center cover, or a random subset",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of restarts, random splits and subsets (default 0)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -160,12 +182,17 @@ def _split_data(dataset, k: int, seed: int):
     return random_split(dataset, k, test_fraction=0.1, seed=seed)
 
 
-def fit_and_evaluate(name: str, X_train, y_train, X_test, y_test, *, seed: int, restarts: int, max_iterations: int, max_fit_points: int):
+def fit_and_evaluate(
+    name: str, X_train, y_train, X_test, y_test, *, seed: int, restarts: int, max_iterations: int,
+    max_fit_points: int | None = None, approximation: str = "auto", num_inducing: int = DEFAULT_NUM_INDUCING,
+    inducing_init: str = "kmeans",
+):
     """Fit the named model on one split and score its test predictive.
 
     Inputs are standardised with training statistics. Hyperparameters are fitted on at most
     ``max_fit_points`` training points (a random subset) and the posterior is then
-    conditioned on all of them.
+    conditioned on all of them, exactly or through inducing points
+    (:func:`probnn.processes.large.fit_large`).
 
     Returns
     -------
@@ -182,6 +209,7 @@ def fit_and_evaluate(name: str, X_train, y_train, X_test, y_test, *, seed: int, 
 
     from probnn.data import standardize
     from probnn.metrics import calibration_curve, regression_metrics
+    from probnn.processes.large import choose_approximation, fit_large
     from probnn.processes.registry import make_regression_model
 
     X_train_std, X_test_std, input_scaling = standardize(X_train, X_test)
@@ -189,11 +217,13 @@ def fit_and_evaluate(name: str, X_train, y_train, X_test, y_test, *, seed: int, 
     key = jax.random.key(seed)
     start = time.perf_counter()
     model = make_regression_model(name, X_train.shape[1], num_restarts=restarts, max_iterations=max_iterations)
-    fit_rows = np.arange(X_train.shape[0])
-    if X_train.shape[0] > max_fit_points:
-        fit_rows = np.sort(np.random.default_rng(seed).choice(X_train.shape[0], max_fit_points, replace=False))
-    fitted = model.fit(X_train_std[fit_rows], y_train[fit_rows], key=key)
-    posterior = fitted if fit_rows.size == X_train.shape[0] else fitted.model.condition(X_train_std, y_train)
+    method = choose_approximation(X_train.shape[0], approximation)
+    if max_fit_points is None:
+        max_fit_points = SPARSE_FIT_POINTS if method == "sparse" else EXACT_FIT_POINTS
+    posterior = fit_large(
+        model, X_train_std, y_train, key=key, approximation=method, num_inducing=num_inducing,
+        inducing_init=inducing_init, max_fit_points=max_fit_points, seed=seed,
+    )
     predictive = posterior.predict(X_test_std)
     jax.block_until_ready(predictive.mean)
     seconds = time.perf_counter() - start
@@ -205,7 +235,12 @@ def fit_and_evaluate(name: str, X_train, y_train, X_test, y_test, *, seed: int, 
     # Change of variables: the density of y / sd is sd times the density of y.
     record["nll_standardized"] = record["nll"] - float(np.log(y_std))
     record["rmse_standardized"] = record["rmse"] / y_std
-    record.update(seconds=seconds, num_train=int(X_train.shape[0]), num_test=int(X_test.shape[0]), num_fit=int(fit_rows.size))
+    record.update(
+        seconds=seconds, num_train=int(X_train.shape[0]), num_test=int(X_test.shape[0]),
+        num_fit=int(min(max_fit_points, X_train.shape[0])), approximation=method,
+    )
+    if method == "sparse":
+        record["num_inducing"] = int(posterior.inducing_inputs.shape[0])
     return record, posterior, input_scaling
 
 
@@ -231,7 +266,8 @@ def _read_runs(path: Path, settings: dict) -> dict:
             if record.get("settings") != settings:
                 raise ValueError(
                     f"{path} contains runs made with other settings ({record.get('settings')}); pass another --out "
-                    "or the same --data, --target, --restarts, --max-iterations, --max-fit-points and --seed."
+                    "or the same --data, --target, --restarts, --max-iterations, --max-fit-points, --approximation, "
+                    "--num-inducing, --inducing-init and --seed."
                 )
             runs[(record["model"], record["split"])] = record
     return runs
@@ -254,7 +290,9 @@ def run_fit(args) -> int:
     names = _model_names(args.model)
     _check_positive("--restarts", args.restarts)
     _check_positive("--max-iterations", args.max_iterations)
-    _check_positive("--max-fit-points", args.max_fit_points, minimum=3)
+    if args.max_fit_points is not None:
+        _check_positive("--max-fit-points", args.max_fit_points, minimum=3)
+    _check_positive("--num-inducing", args.num_inducing)
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file, not a folder; pass a folder path.")
     dataset = load_dataset(args.data, target=args.target)
@@ -267,6 +305,9 @@ def run_fit(args) -> int:
         "restarts": args.restarts,
         "max_iterations": args.max_iterations,
         "max_fit_points": args.max_fit_points,
+        "approximation": args.approximation,
+        "num_inducing": args.num_inducing,
+        "inducing_init": args.inducing_init,
         "seed": args.seed,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -311,7 +352,8 @@ def _run_all(args, dataset, todo, runs, runs_path, settings, band_data) -> None:
             record, posterior, input_scaling = fit_and_evaluate(
                 name, X_train, y_train, X_test, y_test,
                 seed=args.seed + k, restarts=args.restarts, max_iterations=args.max_iterations,
-                max_fit_points=args.max_fit_points,
+                max_fit_points=args.max_fit_points, approximation=args.approximation,
+                num_inducing=args.num_inducing, inducing_init=args.inducing_init,
             )
             record = {"model": name, "split": k, **record, "settings": settings}
             _append_run(runs_path, record)

@@ -38,6 +38,9 @@ class _ProbnnRegressor(RegressorMixin, BaseEstimator):
     def _build_model(self, num_features: int):
         raise NotImplementedError
 
+    def _fit_model(self, model, X, y, key):
+        return model.fit(X, y, key=key)
+
     def fit(self, X, y):
         """Fit the model to ``X`` of shape ``(n, d)`` and ``y`` of shape ``(n,)``; return ``self``."""
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64, ensure_min_samples=2)
@@ -49,7 +52,7 @@ class _ProbnnRegressor(RegressorMixin, BaseEstimator):
         scale = np.where(scale > 1e-12, scale, 1.0)
         with jax.enable_x64(True):
             model = self._build_model(X.shape[1])
-            self.posterior_ = model.fit((X - center) / scale, y, key=jax.random.key(int(self.random_state)))
+            self.posterior_ = self._fit_model(model, (X - center) / scale, y, jax.random.key(int(self.random_state)))
         self.x_center_ = center
         self.x_scale_ = scale
         return self
@@ -91,25 +94,53 @@ class ProcessRegressor(_ProbnnRegressor):
     num_restarts : int
         Starts of the hyperparameter optimisation, the first at the default values.
     random_state : int
-        Seed of the random restarts.
+        Seed of the random restarts, the fitting subset and the inducing inputs.
+    approximation : {"auto", "exact", "sparse"}
+        Condition exactly or through inducing points; ``"auto"`` is exact up to 20,000
+        training points. See :func:`probnn.processes.large.fit_large`.
+    num_inducing : int
+        Inducing points of the sparse approximation.
+    max_fit_points : int or None
+        Fit the hyperparameters on a random subset of at most this many points, then
+        condition on all; ``None`` uses 3,000 (exact) or 10,000 (sparse).
 
     Attributes
     ----------
     posterior_ : probnn posterior
-        The fitted posterior on standardised inputs.
+        The fitted posterior on standardised inputs: an exact posterior, or a
+        :class:`probnn.processes.sparse.SparsePosterior`.
     x_center_, x_scale_ : ndarray of shape (n_features_in_,)
         Training mean and standard deviation of each input column.
     """
 
-    def __init__(self, model: str = "tp-nngp", num_restarts: int = 3, random_state: int = 0):
+    def __init__(
+        self,
+        model: str = "tp-nngp",
+        num_restarts: int = 3,
+        random_state: int = 0,
+        approximation: str = "auto",
+        num_inducing: int = 512,
+        max_fit_points: int | None = None,
+    ):
         self.model = model
         self.num_restarts = num_restarts
         self.random_state = random_state
+        self.approximation = approximation
+        self.num_inducing = num_inducing
+        self.max_fit_points = max_fit_points
 
     def _build_model(self, num_features: int):
         from probnn.processes.registry import make_regression_model
 
         return make_regression_model(self.model, num_features, num_restarts=self.num_restarts)
+
+    def _fit_model(self, model, X, y, key):
+        from probnn.processes.large import fit_large
+
+        return fit_large(
+            model, X, y, key=key, approximation=self.approximation, num_inducing=self.num_inducing,
+            max_fit_points=self.max_fit_points, seed=int(self.random_state),
+        )
 
 
 class BNNRegressor(_ProbnnRegressor):

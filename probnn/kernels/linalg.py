@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import NamedTuple
 
@@ -38,9 +39,23 @@ def _is_usable(L, A):
     repeated inputs without noise), with pivots of order ``sqrt(eps)``. Such a factor
     gives meaningless solves, so it counts as a failure and jitter is added.
     """
-    n = A.shape[-1]
-    threshold = n * jnp.finfo(A.dtype).eps * _diagonal_scale(A)
+    return factor_is_usable(L, _diagonal_scale(A))
+
+
+def factor_is_usable(L, diagonal_scale) -> Bool[Array, ""]:
+    """Tell whether the factor ``L`` of a matrix whose mean absolute diagonal is ``diagonal_scale`` is usable.
+
+    Usable means finite, with every squared pivot at least ``n * eps * diagonal_scale``;
+    see :func:`factor_with_jitter`.
+    """
+    threshold = L.shape[-1] * jnp.finfo(L.dtype).eps * diagonal_scale
     return jnp.all(jnp.isfinite(L)) & (jnp.min(jnp.diagonal(L)) ** 2 >= threshold)
+
+
+def jitter_levels(diagonal_scale: float, dtype, max_tries: int = MAX_JITTER_TRIES) -> list[float]:
+    """List the jitters :func:`factor_with_jitter` tries, in order: 0, then ``10 eps scale * 10^k``."""
+    start = 10.0 * float(jnp.finfo(dtype).eps) * max(float(diagonal_scale), float(jnp.finfo(dtype).tiny))
+    return [0.0] + [start * 10.0**k for k in range(max_tries)]
 
 
 def factor_with_jitter(A: Float[Array, "n n"], max_tries: int = MAX_JITTER_TRIES) -> CholeskyResult:
@@ -137,13 +152,22 @@ class NumericalWarning(RuntimeWarning):
     """Warning raised when probnn applies a numerical remedy such as jitter or clipping."""
 
 
+#: Factors with more rows than this are solved against block by block; see
+#: :func:`blocked_cholesky` for the reason.
+BLOCKED_SOLVE_ABOVE = 8192
+
+
 def solve_triangular_lower(L, B):
-    """Solve ``L X = B`` for lower-triangular ``L``."""
+    """Solve ``L X = B`` for lower-triangular ``L`` (blocked above :data:`BLOCKED_SOLVE_ABOVE` rows)."""
+    if L.shape[-1] > BLOCKED_SOLVE_ABOVE:
+        return blocked_solve_lower(L, B)
     return jax.scipy.linalg.solve_triangular(L, B, lower=True)
 
 
 def cho_solve(L, B):
     """Solve ``(L L^T) X = B`` given the lower Cholesky factor ``L``."""
+    if L.shape[-1] > BLOCKED_SOLVE_ABOVE:
+        return blocked_solve_lower_transpose(L, blocked_solve_lower(L, B))
     return jax.scipy.linalg.cho_solve((L, True), B)
 
 
@@ -199,3 +223,75 @@ def _log_det_quadratic_backward(residuals, cotangents):
 
 
 gaussian_log_det_and_quadratic.defvjp(_log_det_quadratic_forward, _log_det_quadratic_backward)
+
+
+# -- blocked factorisation and solves for large matrices ---------------------------------------
+#
+# jaxlib hands Cholesky factorisations and triangular solves to the LAPACK of SciPy's
+# OpenBLAS, which crashed (segfault in its copy kernel) on float64 matrices of 2^31 bytes
+# or more, i.e. from 16,384 rows, with jax 0.10.2 on x86-64. The blocked versions below
+# only ever pass it blocks of ``block`` columns, and multiply with XLA's own dot.
+
+
+def _block_starts(size: int, block: int) -> list[tuple[int, int]]:
+    return [(start, min(start + block, size)) for start in range(0, size, block)]
+
+
+def blocked_cholesky(A: Float[Array, "n n"], block: int = 1024) -> Float[Array, "n n"]:
+    """Factorise ``A`` (lower Cholesky) by the left-looking blocked algorithm, in ``A``'s storage.
+
+    For each column block ``k`` (columns ``s:e``), subtract the contribution of the
+    factorised columns to its left, ``A[:, s:e] -= L[:, :s] L[s:e, :s]^T``, factorise the
+    diagonal block, solve for the rows below it, and write the column block back. The
+    loop is a ``fori_loop`` whose carry XLA updates in place, so besides ``A`` only
+    ``n x block`` arrays are held. The product runs over all ``n`` rows and columns with
+    the columns from ``s`` on masked to zero (shapes must be static), about three times
+    the flops of the triangular product, in exchange for no second ``n x n`` array.
+    ``block`` is reduced to a divisor of ``n``. A matrix that is not positive definite
+    gives NaN, as :func:`jax.numpy.linalg.cholesky` does.
+    """
+    size = A.shape[-1]
+    block = math.gcd(size, block)
+    positions = jnp.arange(size)
+
+    def column_block(k, A):
+        start = k * block
+        column = jax.lax.dynamic_slice(A, (0, start), (size, block))
+        # Row block s:e of L; its columns from s on are not factorised yet and are masked out.
+        left = jnp.where(positions[None, :] < start, jax.lax.dynamic_slice(A, (start, 0), (block, size)), 0.0)
+        column = column - A @ left.T
+        diagonal = jnp.linalg.cholesky(jax.lax.dynamic_slice(column, (start, 0), (block, block)))
+        below = jax.scipy.linalg.solve_triangular(diagonal, column.T, lower=True).T
+        below = jnp.where(positions[:, None] < start, 0.0, below)
+        return jax.lax.dynamic_update_slice(A, jax.lax.dynamic_update_slice(below, diagonal, (start, 0)), (0, start))
+
+    return jax.lax.fori_loop(0, size // block, column_block, A)
+
+
+def blocked_solve_lower(L: Float[Array, "n n"], B, block: int = 1024):
+    """Solve ``L X = B`` for lower-triangular ``L`` by forward substitution over row blocks."""
+    vector = B.ndim == 1
+    B = B[:, None] if vector else B
+    parts = []
+    for start, end in _block_starts(L.shape[-1], block):
+        rhs = B[start:end]
+        if start > 0:
+            rhs = rhs - L[start:end, :start] @ jnp.concatenate(parts, axis=0)
+        parts.append(jax.scipy.linalg.solve_triangular(L[start:end, start:end], rhs, lower=True))
+    X = jnp.concatenate(parts, axis=0)
+    return X[:, 0] if vector else X
+
+
+def blocked_solve_lower_transpose(L: Float[Array, "n n"], B, block: int = 1024):
+    """Solve ``L^T X = B`` for lower-triangular ``L`` by back substitution over row blocks."""
+    vector = B.ndim == 1
+    B = B[:, None] if vector else B
+    size = L.shape[-1]
+    parts = []
+    for start, end in reversed(_block_starts(size, block)):
+        rhs = B[start:end]
+        if end < size:
+            rhs = rhs - L[end:, start:end].T @ jnp.concatenate(parts, axis=0)
+        parts.insert(0, jax.scipy.linalg.solve_triangular(L[start:end, start:end], rhs, lower=True, trans="T"))
+    X = jnp.concatenate(parts, axis=0)
+    return X[:, 0] if vector else X

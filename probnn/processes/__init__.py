@@ -1,4 +1,4 @@
-"""Exact Gaussian, Student-t and scale-mixture processes with NNGP, NTK and stationary kernels."""
+"""Gaussian, Student-t and scale-mixture processes with NNGP, NTK and stationary kernels, exact or sparse."""
 
 from probnn.processes.exact import (
     ExactPosterior,
@@ -10,6 +10,8 @@ from probnn.processes.exact import (
 )
 from probnn.processes.classification import OneHotRegressionClassifier, SparseVariationalClassifier
 from probnn.processes.scale_mixture import ScaleMixturePosterior, ScaleMixtureProcess
+from probnn.processes.sparse import SparsePosterior, SparseProcess
+from probnn.processes.large import fit_large
 from probnn.processes.trained import GradientTrainedEnsemble
 
 __all__ = [
@@ -22,6 +24,9 @@ __all__ = [
     "StudentTPosterior",
     "StudentTPredictive",
     "GradientTrainedEnsemble",
+    "SparseProcess",
+    "SparsePosterior",
+    "fit_large",
     "OneHotRegressionClassifier",
     "SparseVariationalClassifier",
 ]

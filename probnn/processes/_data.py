@@ -98,6 +98,22 @@ def check_training_data(X, y) -> tuple[np.ndarray, np.ndarray]:
     return X, y_array
 
 
+def check_test_inputs(X_new, dim: int, dtype=None):
+    """Return ``X_new`` as an ``(m, dim)`` array of ``dtype`` (default: the float dtype), or raise ``ValueError``.
+
+    Tracers pass through unchecked, so predictions can be jitted and differentiated in
+    ``X_new``.
+    """
+    if isinstance(X_new, jax.core.Tracer):
+        return X_new
+    X_new = check_inputs(X_new, "X_new")
+    if X_new.shape[1] != dim:
+        raise ValueError(
+            f"X_new has {X_new.shape[1]} columns but the model was fitted on {dim}; X_new has shape {X_new.shape}."
+        )
+    return jnp.asarray(X_new, float_dtype() if dtype is None else dtype)
+
+
 class Standardizer(NamedTuple):
     """Affine map between the original target scale and the standardised one."""
 

@@ -65,7 +65,7 @@ import numpy as np
 import numpyro.distributions as dist
 import optax
 from jax.scipy.special import log_ndtr, logsumexp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 from numpyro.distributions.kl import kl_divergence
 
 from probnn.kernels.base import Kernel, check_inputs, positive_array
@@ -78,7 +78,7 @@ from probnn.kernels.linalg import (
     solve_triangular_lower,
 )
 from probnn.priors.scale import check_scale_prior
-from probnn.processes._data import PaddedData, bucket_size, float_dtype, warn_precision
+from probnn.processes._data import PaddedData, bucket_size, check_test_inputs, float_dtype, warn_precision
 from probnn.processes.exact import (
     NOISE_LOWER_BOUND,
     GaussianProcess,
@@ -86,6 +86,7 @@ from probnn.processes.exact import (
     StudentTProcess,
     _ExactProcess,
 )
+from probnn.processes.inducing import check_inducing_init, initial_inducing_inputs
 from probnn.processes.scale_mixture import ScaleMixtureProcess
 from probnn.samplers.scale import ScaleNodes, gaussian_scale_mixture, scale_quadrature
 
@@ -103,8 +104,6 @@ HERMITE_NODES = 32
 #: over the ``(m, C, C, HERMITE_NODES)`` array, so fewer are used than for the predictive.
 PROBABILITY_SCALE_NODES = 32
 
-#: Ways to place the initial inducing inputs of :class:`SparseVariationalClassifier`.
-INDUCING_INITIALIZATIONS = ("kmeans", "random")
 
 #: Test points per chunk when predicting, so Monte Carlo arrays stay near
 #: ``PREDICT_CHUNK * num_samples * C`` entries.
@@ -196,16 +195,6 @@ def _check_classification_data(X, labels, num_classes):
     labels, num_classes = _check_labels(labels, X.shape[0], num_classes)
     warn_precision(X)
     return X.astype(np.float64), labels, num_classes
-
-
-def _check_test_inputs(X_new, dim: int, dtype):
-    X_new = check_inputs(X_new, "X_new")
-    if X_new.shape[1] != dim:
-        raise ValueError(
-            f"X_new has {X_new.shape[1]} columns but the model was fitted on {dim}; X_new has shape "
-            f"{X_new.shape}."
-        )
-    return jnp.asarray(X_new, dtype=dtype)
 
 
 def _resolve_key(key):
@@ -553,7 +542,7 @@ class OneHotRegressionPosterior(eqx.Module):
             of freedom for ``InverseGamma``, else a ``MixtureSameFamily`` of Normals over
             the quadrature nodes of ``s``.
         """
-        X_new = _check_test_inputs(X_new, self.data.X.shape[1], self.data.X.dtype)
+        X_new = check_test_inputs(X_new, self.data.X.shape[1], self.data.X.dtype)
         mean, variance = _moments_program(self, X_new, latent)
         variance = jnp.broadcast_to(variance[:, None], mean.shape)
         process = self.process
@@ -592,7 +581,7 @@ class OneHotRegressionPosterior(eqx.Module):
         latent : bool
             Rank noise-free outputs (true) or noisy targets (false, the default).
         """
-        X_new = _check_test_inputs(X_new, self.data.X.shape[1], self.data.X.dtype)
+        X_new = check_test_inputs(X_new, self.data.X.shape[1], self.data.X.dtype)
         chunks = [
             np.asarray(_argmax_probability_program(self, X_new[start : start + PREDICT_CHUNK], latent))
             for start in range(0, X_new.shape[0], PREDICT_CHUNK)
@@ -603,7 +592,7 @@ class OneHotRegressionPosterior(eqx.Module):
 
     def predict(self, X_new) -> np.ndarray:
         """Return the class with the largest predictive mean output at each row of ``X_new``, shape ``(m,)``."""
-        X_new = _check_test_inputs(X_new, self.data.X.shape[1], self.data.X.dtype)
+        X_new = check_test_inputs(X_new, self.data.X.shape[1], self.data.X.dtype)
         mean, _ = _moments_program(self, X_new, True)
         return np.asarray(jnp.argmax(mean, axis=1))
 
@@ -761,9 +750,10 @@ class SparseVariationalClassifier(eqx.Module):
         et al. (ICLR 2022).
     num_inducing : int
         Number of inducing inputs ``M`` (at most the number of training points).
-    inducing_init : {"kmeans", "random"}
+    inducing_init : {"kmeans", "kcenter", "random"}
         Initial inducing inputs: k-means centres of the training inputs (scikit-learn,
-        one k-means++ start) or a random subset of them.
+        one k-means++ start), a k-center cover of them, or a random subset; see
+        :func:`probnn.processes.inducing.initial_inducing_inputs`.
     learn_inducing : bool
         Move the inducing inputs with the other parameters.
     learn_kernel : bool
@@ -851,8 +841,7 @@ class SparseVariationalClassifier(eqx.Module):
                 jnp.asarray(positive_array(scale_prior.concentration, "scale_prior.concentration"), dtype),
                 jnp.asarray(positive_array(scale_prior.rate, "scale_prior.rate"), dtype),
             )
-        if inducing_init not in INDUCING_INITIALIZATIONS:
-            raise ValueError(f"inducing_init must be one of {INDUCING_INITIALIZATIONS}, got {inducing_init!r}.")
+        check_inducing_init(inducing_init)
 
         self.kernel = kernel
         self.scale_prior = scale_prior
@@ -878,14 +867,8 @@ class SparseVariationalClassifier(eqx.Module):
         return spec
 
     def _initial_inducing_inputs(self, key, X: np.ndarray) -> np.ndarray:
-        if self.inducing_init == "random":
-            index = np.asarray(jax.random.choice(key, X.shape[0], (self.num_inducing,), replace=False))
-            return X[np.sort(index)]
-        from sklearn.cluster import KMeans
-
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-        kmeans = KMeans(n_clusters=self.num_inducing, n_init=1, random_state=seed).fit(X)
-        return kmeans.cluster_centers_
+        return initial_inducing_inputs(X, self.num_inducing, self.inducing_init, seed)
 
     def _initial_parameters(self, Z: np.ndarray, num_classes: int) -> dict:
         dtype = float_dtype()
@@ -1111,7 +1094,7 @@ class SparseVariationalPosterior(eqx.Module):
 
     def predict_latent(self, X_new) -> tuple[Array, Array]:
         """Compute the mean and variance of the whitened outputs ``g`` (before ``sqrt(s)``), each ``(m, C)``."""
-        X_new = _check_test_inputs(X_new, self.inducing_inputs.shape[1], self.inducing_inputs.dtype)
+        X_new = check_test_inputs(X_new, self.inducing_inputs.shape[1], self.inducing_inputs.dtype)
         mean, variance = _marginals_program(self.state, X_new)
         return mean.T, variance.T
 
@@ -1124,7 +1107,7 @@ class SparseVariationalPosterior(eqx.Module):
         calls return the same probabilities; their Monte Carlo error falls like
         ``1 / sqrt(num_samples)``.
         """
-        X_new = _check_test_inputs(X_new, self.inducing_inputs.shape[1], self.inducing_inputs.dtype)
+        X_new = check_test_inputs(X_new, self.inducing_inputs.shape[1], self.inducing_inputs.dtype)
         num_samples = _check_integer(num_samples, "num_samples", 1)
         key = _resolve_key(key)
         chunks = []
@@ -1147,7 +1130,7 @@ class SparseVariationalPosterior(eqx.Module):
         ``key=None`` uses the fixed ``jax.random.key(0)``.
         """
         X, labels, _ = _check_classification_data(X, labels, self.num_classes)
-        X = _check_test_inputs(X, self.inducing_inputs.shape[1], self.inducing_inputs.dtype)
+        X = check_test_inputs(X, self.inducing_inputs.shape[1], self.inducing_inputs.dtype)
         num_samples = _check_integer(num_samples, "num_samples", 1)
         key = _resolve_key(key)
         labels = jnp.asarray(labels)

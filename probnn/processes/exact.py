@@ -26,6 +26,7 @@ their own sample mean ``c``, the effective prior mean is ``m(x) + c``.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Callable
 
@@ -38,11 +39,15 @@ import scipy.special
 from jax.scipy.special import gammaln
 from jaxtyping import Array, Float
 
-from probnn.kernels.base import Kernel, _log_normal_log_density, check_inputs, positive_array
+from probnn.kernels.base import Kernel, _log_normal_log_density, positive_array
 from probnn.kernels.linalg import (
+    CholeskyResult,
+    blocked_cholesky,
     NumericalWarning,
     cho_solve,
+    factor_is_usable,
     factor_with_jitter,
+    jitter_levels,
     gaussian_log_det_and_quadratic,
     log_det_from_cholesky,
     report_cholesky,
@@ -51,6 +56,7 @@ from probnn.kernels.linalg import (
 from probnn.processes._data import (
     PaddedData,
     Standardizer,
+    check_test_inputs,
     check_training_data,
     float_dtype,
     masked_covariance,
@@ -58,9 +64,18 @@ from probnn.processes._data import (
     warn_precision,
 )
 from probnn.processes._optimize import minimize_restarts, to_constrained, to_unconstrained
+from probnn.sharding import batch_sharding, shard_batch
 
 #: Default lower bound on the noise variance, on the standardised target scale.
 NOISE_LOWER_BOUND = 1e-6
+
+#: Padded training sets larger than this are conditioned through a row-blocked Gram
+#: matrix factorised in place (:meth:`_ExactProcess._condition_blocked`): one ``N x N``
+#: matrix in memory, about 3.4 GB in float64 at 20,480.
+BLOCKED_ABOVE = 4096
+
+#: Rows of the Gram matrix computed at a time on the blocked path.
+GRAM_BLOCK_ROWS = 1024
 
 
 class StudentTPredictive(dist.StudentT):
@@ -324,7 +339,10 @@ class _ExactProcess(eqx.Module):
         return self._with_hyperparameters(jax.tree.map(to_constrained, u_best, bounds))
 
     def _condition(self, data: PaddedData, standardizer: Standardizer):
-        result, solved, quadratic = _condition_program(self, data)
+        if data.X.shape[0] > BLOCKED_ABOVE:
+            result, solved, quadratic = self._condition_blocked(data)
+        else:
+            result, solved, quadratic = _condition_program(self, data)
         report_cholesky(result, "the training covariance k(X, X) + noise * I")
         dtype = float_dtype()
         return self._posterior_class(
@@ -341,6 +359,26 @@ class _ExactProcess(eqx.Module):
     def _posterior_kwargs(self, data: PaddedData, quadratic) -> dict:
         """Extra fields of the posterior beyond the factorised training data."""
         return {}
+
+    def _condition_blocked(self, data: PaddedData, block_rows: int = GRAM_BLOCK_ROWS):
+        """Factorise the training covariance holding one ``N x N`` matrix at a time.
+
+        The Gram matrix is filled in blocks of ``block_rows`` rows, so the kernel's
+        elementwise temporaries are ``block_rows x N``, and it is factorised in place by
+        :func:`~probnn.kernels.linalg.blocked_cholesky`. When
+        the factor is unusable the next jitter level of :func:`factor_with_jitter` is tried
+        by rebuilding the matrix, which costs time but no memory.
+        """
+        scale = float(_diagonal_scale_program(self, data))
+        factor = None
+        for jitter in jitter_levels(scale, data.X.dtype):
+            factor = None  # drop a failed factor before the next one is built
+            factor, ok = _blocked_factor_program(self, data, jnp.asarray(jitter, data.X.dtype), block_rows)
+            if bool(ok):
+                break
+        result = CholeskyResult(factor, jnp.asarray(jitter, data.X.dtype), ok)
+        solved, quadratic = _solve_program(factor, data.y)
+        return result, solved, quadratic
 
 
 def _fit_loss(model: _ExactProcess, data: PaddedData):
@@ -367,11 +405,75 @@ def _log_marginal_program(model: _ExactProcess, data: PaddedData):
     return model._log_marginal_from(L, data.y, data.n)
 
 
+def blocked_noisy_gram(kernel: Kernel, data: PaddedData, noise, jitter, block_rows: int):
+    """``k(X, X) + noise I`` with padded rows masked out, plus ``jitter I``, filled ``block_rows`` rows at a time.
+
+    Equal to ``masked_covariance(k(X, X) + noise I, mask) + jitter I`` up to rounding,
+    without the ``N x N`` temporaries of the kernel's elementwise recursion. ``block_rows``
+    is reduced to a divisor of ``N``. With several devices whose number divides the number
+    of blocks, each device fills its own share of the row blocks
+    (:func:`probnn.sharding.shard_batch`).
+    """
+    size = data.X.shape[0]
+    block_rows = math.gcd(size, block_rows)
+    positions = jnp.arange(size)
+
+    def row_block(start):
+        rows = jax.lax.dynamic_slice_in_dim(data.X, start, block_rows)
+        row_mask = jax.lax.dynamic_slice_in_dim(data.mask, start, block_rows)
+        block = jnp.where(row_mask[:, None] & data.mask[None, :], kernel.cross(rows, data.X), 0.0)
+        # Real rows get the noise on the diagonal and padded rows a one, as masked_covariance does.
+        diagonal = jnp.where(row_mask, noise, 1.0) + jitter
+        on_diagonal = (start + jnp.arange(block_rows))[:, None] == positions[None, :]
+        return block + jnp.where(on_diagonal, diagonal[:, None], 0.0)
+
+    starts = jnp.arange(0, size, block_rows)
+    devices = len(jax.devices())
+    if batch_sharding(devices) is not None and starts.shape[0] % devices == 0:
+        # One group of row blocks per device, each group filled block by block.
+        groups = shard_batch(starts.reshape(devices, -1))
+        return jax.vmap(lambda group: jax.lax.map(row_block, group))(groups).reshape(size, size)
+    return jax.lax.map(row_block, starts).reshape(size, size)
+
+
+@eqx.filter_jit
+def _diagonal_scale_program(model: _ExactProcess, data: PaddedData):
+    diagonal = jnp.where(data.mask, model.kernel.diag(data.X) + model.noise, 1.0)
+    return jnp.maximum(jnp.mean(jnp.abs(diagonal)), jnp.finfo(diagonal.dtype).tiny)
+
+
+@eqx.filter_jit
+def _blocked_factor_program(model: _ExactProcess, data: PaddedData, jitter, block_rows: int):
+    A = blocked_noisy_gram(model.kernel, data, model.noise, jitter, block_rows)
+    L = blocked_cholesky(A, block_rows)
+    return L, factor_is_usable(L, _diagonal_scale_program(model, data))
+
+
+# Solving in the same program as the factorisation made XLA keep a second N x N buffer.
+@jax.jit
+def _solve_program(L, y):
+    solved = cho_solve(L, y)
+    return solved, jnp.dot(y, solved)
+
+
 @eqx.filter_jit
 def _condition_program(model: _ExactProcess, data: PaddedData):
     result = factor_with_jitter(model._noisy_gram(data))
     solved = cho_solve(result.factor, data.y)
     return result, solved, jnp.dot(data.y, solved)
+
+
+def prediction_offset(mean_function, y_mean, X_new):
+    """Shift from the standardised scale back to the targets: ``y_mean`` plus ``m(X_new)`` if there is a mean function."""
+    if mean_function is None:
+        return y_mean
+    values = mean_function(X_new)
+    if values.shape != X_new.shape[:1]:
+        raise ValueError(
+            f"mean_function returned shape {values.shape} for X_new of shape {X_new.shape}; it "
+            f"must return shape ({X_new.shape[0]},)."
+        )
+    return y_mean + values.astype(y_mean.dtype)
 
 
 class ExactPosterior(eqx.Module):
@@ -411,28 +513,10 @@ class ExactPosterior(eqx.Module):
         That is the residual mean plus the mean function, shape ``(m,)``, or the scalar
         target mean when there is no mean function.
         """
-        mean_function = self.model.mean_function
-        if mean_function is None:
-            return self.y_mean
-        values = mean_function(X_new)
-        if values.shape != X_new.shape[:1]:
-            raise ValueError(
-                f"mean_function returned shape {values.shape} for X_new of shape {X_new.shape}; it "
-                f"must return shape ({X_new.shape[0]},)."
-            )
-        return self.y_mean + values.astype(self.y_mean.dtype)
+        return prediction_offset(self.model.mean_function, self.y_mean, X_new)
 
     def _check_test_inputs(self, X_new):
-        if isinstance(X_new, jax.core.Tracer):
-            return X_new
-        X_new = check_inputs(X_new, "X_new")
-        dim = self.data.X.shape[1]
-        if X_new.shape[1] != dim:
-            raise ValueError(
-                f"X_new has {X_new.shape[1]} columns but the model was fitted on {dim}; "
-                f"X_new has shape {X_new.shape}."
-            )
-        return jnp.asarray(X_new, dtype=self.data.X.dtype)
+        return check_test_inputs(X_new, self.data.X.shape[1], self.data.X.dtype)
 
     def _latent_moments(self, X_new):
         """Standardised-scale mean and variance of the latent function at ``X_new``."""

@@ -278,7 +278,11 @@ class ScaleMixtureProcess(_ExactProcess):
         return nodes.log_evidence - 0.5 * log_det - 0.5 * n * jnp.log(2.0 * jnp.pi)
 
     def _posterior_kwargs(self, data: PaddedData, quadratic) -> dict:
-        nodes = _nodes_program(self, quadratic, data.n)
+        return {"scale_nodes": self._checked_scale_nodes(quadratic, data.n)}
+
+    def _checked_scale_nodes(self, quadratic, n) -> ScaleNodes:
+        """Posterior nodes of ``s`` given ``q`` and ``n``, raising if no node has a finite weight."""
+        nodes = _nodes_program(self, quadratic, n)
         if not bool(jnp.all(jnp.isfinite(nodes.log_scales))) or not bool(jnp.isfinite(nodes.log_evidence)):
             raise FloatingPointError(
                 "The posterior of the last-layer variance has no finite weights: the prior "
@@ -287,7 +291,7 @@ class ScaleMixtureProcess(_ExactProcess):
             )
         if self.inference == "importance":
             _warn_low_effective_sample_size(nodes, self.num_importance_samples)
-        return {"scale_nodes": nodes}
+        return nodes
 
 
 @eqx.filter_jit

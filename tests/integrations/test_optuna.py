@@ -144,3 +144,58 @@ def test_cli_needs_study_with_storage(tmp_path):
     )
     assert result.returncode == 2
     assert "--storage and --study go together" in result.stderr
+
+
+KILLED_WORKER = """
+import pathlib, sys, time
+import optuna
+from probnn.integrations.optuna import ProbnnSampler
+
+url, marker, hang_at = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3])
+storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+study = optuna.load_study(study_name="killed", storage=storage,
+                          sampler=ProbnnSampler("gp-matern", n_startup_trials=2, seed=0))
+
+def objective(trial):
+    x = trial.suggest_float("x", -1.0, 1.0)
+    if trial.number == hang_at:
+        marker.write_text(str(trial.number))
+        time.sleep(600)
+    return (x - 0.3) ** 2
+
+study.optimize(objective, n_trials=10)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_only_its_running_trial(tmp_path):
+    import signal
+    import time
+
+    url = f"sqlite:///{tmp_path / 'killed.db'}"
+    optuna.create_study(study_name="killed", storage=url)
+    marker = tmp_path / "hanging"
+    worker = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, url, str(marker), "3"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert worker.poll() is None, worker.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "the worker never reached its fourth trial"
+        time.sleep(0.5)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=60)
+
+    before = optuna.load_study(study_name="killed", storage=url).trials
+    assert [t.state for t in before] == [optuna.trial.TrialState.COMPLETE] * 3 + [optuna.trial.TrialState.RUNNING]
+    time.sleep(3)  # past the 2 s grace period
+
+    # The next worker marks the dead worker's trial failed before running its own.
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.load_study(study_name="killed", storage=storage, sampler=ProbnnSampler("gp-matern", n_startup_trials=2, seed=1))
+    study.optimize(lambda trial: (trial.suggest_float("x", -1.0, 1.0) - 0.3) ** 2, n_trials=2)
+
+    after = study.trials
+    states = [t.state for t in after]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 3 + [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
+    assert [t.value for t in after[:3]] == [t.value for t in before[:3]]
+    assert [t.params for t in after[:3]] == [t.params for t in before[:3]]
+    assert len({t.number for t in after}) == 6

@@ -41,6 +41,29 @@ def test_process_regressor_matches_direct_fit(fitted_gp):
     assert mean.shape == (7,)
 
 
+def test_sparse_approximation_matches_fit_large_and_pickles():
+    from probnn.processes.large import fit_large
+    from probnn.processes.sparse import SparsePosterior
+
+    X, y = _smooth_data(n=150)
+    regressor = ProcessRegressor("gp-rbf", num_restarts=1, approximation="sparse", num_inducing=12, max_fit_points=100)
+    regressor.fit(X, y)
+    assert isinstance(regressor.posterior_, SparsePosterior)
+    assert regressor.posterior_.num_data == 150
+    center, scale = X.mean(axis=0), X.std(axis=0)
+    with jax.enable_x64(True):
+        posterior = fit_large(
+            make_regression_model("gp-rbf", 3, num_restarts=1), (X - center) / scale, y, key=jax.random.key(0),
+            approximation="sparse", num_inducing=12, max_fit_points=100, seed=0,
+        )
+        expected = np.asarray(posterior.predict((X[:5] - center) / scale).mean)
+    mean, std = regressor.predict(X[:5], return_std=True)
+    np.testing.assert_allclose(mean, expected, rtol=1e-10, atol=1e-12)
+    assert np.all(std > 0.0)
+    restored = pickle.loads(pickle.dumps(regressor))
+    np.testing.assert_allclose(restored.predict(X[:5]), mean, rtol=1e-12)
+
+
 def test_latent_std_is_below_observation_std(fitted_gp):
     X, _, regressor = fitted_gp
     _, observed = regressor.predict(X[:5], return_std=True)
@@ -85,6 +108,7 @@ def test_bnn_regressor_fits_smooth_function():
     [
         (lambda: ProcessRegressor("no-such-model"), "Unknown model 'no-such-model'"),
         (lambda: ProcessRegressor(random_state=0.5), "random_state must be an integer seed"),
+        (lambda: ProcessRegressor(approximation="nystrom"), "approximation must be one of"),
     ],
 )
 def test_bad_settings_raise_value_error(make, message):
