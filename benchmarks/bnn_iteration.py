@@ -49,8 +49,15 @@ def time_surrogate(name: str, num_points: int, iterations: int, seed: int) -> di
     return {"first_ask_s": seconds[0], "median_ask_s": float(np.median(seconds[1:])), "asks_s": seconds}
 
 
-def hmc_quality(num_points: int, seed: int, reference_draws: int, max_doublings: int = 7, reference_doublings: int = 8) -> dict:
-    """Time and check NUTS with 4 chains of 500 draws on a 2 x 50 tanh network; ``reference_draws=0`` skips the reference run."""
+def hmc_quality(
+    num_points: int, seed: int, reference_draws: int, max_doublings: int = 7, reference_doublings: int = 8,
+    kernel: str = "nuts", integration_steps: int = 32,
+) -> dict:
+    """Time and check 4 chains of 500 draws on a 2 x 50 tanh network; ``reference_draws=0`` skips the reference run.
+
+    ``kernel="nuts"`` caps the tree at ``max_doublings``; ``kernel="hmc"`` takes
+    ``integration_steps`` leapfrog steps per draw. The reference run is always NUTS.
+    """
     # Hartmann-6 lives on the unit cube, so unit and original inputs coincide.
     X = sobol_points(num_points, 6, seed)
     y = hartmann6(X)
@@ -58,7 +65,10 @@ def hmc_quality(num_points: int, seed: int, reference_draws: int, max_doublings:
     X_test = rng.uniform(size=(1000, 6))
     y_test = hartmann6(X_test)
 
-    spec = SamplerSettings(num_warmup=500, num_samples=500, max_num_doublings=max_doublings)
+    spec = SamplerSettings(
+        kernel=kernel, num_warmup=500, num_samples=500, max_num_doublings=max_doublings,
+        num_integration_steps=integration_steps,
+    )
     model = HMCNetwork(settings=spec, num_predictive_draws=2000)
     result = {}
     # Cold runs on the first n - 2 points (the second one is compiled), then the warm
@@ -130,6 +140,8 @@ def main() -> None:
     parser.add_argument("--reference-draws", type=int, default=2000, help="draws per chain of the reference run; 0 skips it")
     parser.add_argument("--max-doublings", type=int, default=7, help="NUTS tree depth cap of the timed runs")
     parser.add_argument("--reference-doublings", type=int, default=8, help="NUTS tree depth cap of the reference run")
+    parser.add_argument("--kernel", choices=("nuts", "hmc"), default="nuts", help="sampler of the timed runs")
+    parser.add_argument("--integration-steps", type=int, default=32, help="leapfrog steps per draw with --kernel hmc")
     parser.add_argument("--out", type=Path, default=Path("bnn_iteration.json"))
     args = parser.parse_args()
 
@@ -143,7 +155,10 @@ def main() -> None:
             print(f"{name:10s} first ask {row['first_ask_s']:7.2f} s   median ask {row['median_ask_s']:7.2f} s", flush=True)
             args.out.write_text(json.dumps(report, indent=2))
     if not args.skip_quality:
-        report["hmc"] = hmc_quality(args.points, args.seed, args.reference_draws, args.max_doublings, args.reference_doublings)
+        report["hmc"] = hmc_quality(
+            args.points, args.seed, args.reference_draws, args.max_doublings, args.reference_doublings,
+            args.kernel, args.integration_steps,
+        )
         if "reference" in report["hmc"]:
             print("reference", json.dumps(report["hmc"]["reference"]), flush=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -250,6 +250,7 @@ def test_command_line_constants_match_the_library():
     assert fit_command.INDUCING_INITIALIZATIONS == inducing.INDUCING_INITIALIZATIONS
 
 
+@pytest.mark.slow
 def test_fit_command_runs_the_sparse_approximation(tmp_path):
     X, y = sine_data(300, dim=2, seed=11)
     data = tmp_path / "data.csv"
