@@ -41,6 +41,7 @@ def test_process_regressor_matches_direct_fit(fitted_gp):
     assert mean.shape == (7,)
 
 
+@pytest.mark.slow
 def test_sparse_approximation_matches_fit_large_and_pickles():
     from probnn.processes.large import fit_large
     from probnn.processes.sparse import SparsePosterior

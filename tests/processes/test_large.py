@@ -80,6 +80,7 @@ def test_log_marginal_bound_matches_the_posterior_on_standardised_targets():
     )
 
 
+@pytest.mark.slow
 def test_fitting_raises_the_bound_and_predicts_like_the_exact_fit():
     X, y = sine_data(300, seed=5)
     X_test, y_test = sine_data(200, seed=6)
@@ -226,6 +227,7 @@ def test_auto_is_exact_up_to_the_threshold():
         large.choose_approximation(10, "nystrom")
 
 
+@pytest.mark.slow
 def test_fit_large_fits_on_a_subset_and_conditions_on_everything():
     X, y = sine_data(400, seed=9)
     process = GaussianProcess(RBF().with_input_dim(2), max_iterations=30, num_restarts=1)
