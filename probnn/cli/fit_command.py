@@ -209,7 +209,7 @@ def fit_and_evaluate(
 
     from probnn.data import standardize
     from probnn.metrics import calibration_curve, regression_metrics
-    from probnn.processes.large import choose_approximation, fit_large
+    from probnn.processes.large import choose_approximation, default_fit_points, fit_large
     from probnn.processes.registry import make_regression_model
 
     X_train_std, X_test_std, input_scaling = standardize(X_train, X_test)
@@ -219,7 +219,7 @@ def fit_and_evaluate(
     model = make_regression_model(name, X_train.shape[1], num_restarts=restarts, max_iterations=max_iterations)
     method = choose_approximation(X_train.shape[0], approximation)
     if max_fit_points is None:
-        max_fit_points = SPARSE_FIT_POINTS if method == "sparse" else EXACT_FIT_POINTS
+        max_fit_points = default_fit_points(method)
     posterior = fit_large(
         model, X_train_std, y_train, key=key, approximation=method, num_inducing=num_inducing,
         inducing_init=inducing_init, max_fit_points=max_fit_points, seed=seed,

@@ -251,6 +251,8 @@ def blocked_cholesky(A: Float[Array, "n n"], block: int = 1024) -> Float[Array, 
     gives NaN, as :func:`jax.numpy.linalg.cholesky` does.
     """
     size = A.shape[-1]
+    # NOTE: a size with no large divisor (a prime, say) leaves tiny blocks and a slow loop.
+    # The exact processes only pass padded sizes, which above 4,096 are multiples of 1,024.
     block = math.gcd(size, block)
     positions = jnp.arange(size)
 

@@ -41,6 +41,11 @@ def choose_approximation(num_data: int, approximation: str = "auto") -> str:
     return approximation
 
 
+def default_fit_points(method: str) -> int:
+    """Return the default subset size for fitting hyperparameters with ``"exact"`` or ``"sparse"``."""
+    return SPARSE_FIT_POINTS if method == "sparse" else EXACT_FIT_POINTS
+
+
 def fit_large(
     model: _ExactProcess,
     X,
@@ -83,9 +88,7 @@ def fit_large(
     method = choose_approximation(n, approximation)
     if method == "sparse":
         model = SparseProcess(model, num_inducing, inducing_init=inducing_init)
-    limit = max_fit_points
-    if limit is None:
-        limit = SPARSE_FIT_POINTS if method == "sparse" else EXACT_FIT_POINTS
+    limit = default_fit_points(method) if max_fit_points is None else max_fit_points
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
         raise ValueError(f"max_fit_points must be a positive integer or None, got {max_fit_points!r}.")
     if n <= limit:

@@ -1,8 +1,10 @@
 """Tests of the Optuna sampler: encoding, optimization, pending trials, workers sharing a storage."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import optuna
@@ -168,10 +170,7 @@ study.optimize(objective, n_trials=10)
 
 
 @pytest.mark.slow
-def test_a_killed_worker_loses_only_its_running_trial(tmp_path):
-    import signal
-    import time
-
+def test_worker_killed_mid_trial_loses_one_trial(tmp_path):
     url = f"sqlite:///{tmp_path / 'killed.db'}"
     optuna.create_study(study_name="killed", storage=url)
     marker = tmp_path / "hanging"

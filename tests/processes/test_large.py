@@ -33,7 +33,7 @@ def processes(dim):
 
 
 @pytest.mark.parametrize("name", ["gaussian", "student-t", "burr"])
-def test_inducing_at_the_training_inputs_recovers_the_exact_posterior(name):
+def test_sparse_at_training_inputs_is_exact(name):
     # With Z = X, Q = K up to the inducing jitter of 1e-6 of the mean diagonal, so the bound
     # and the predictive are the exact ones to that order.
     X, y = sine_data(60)
@@ -53,7 +53,7 @@ def test_inducing_at_the_training_inputs_recovers_the_exact_posterior(name):
 
 
 @pytest.mark.parametrize("name", ["gaussian", "student-t", "burr"])
-def test_bound_grows_with_nested_inducing_sets_and_stays_below_the_evidence(name):
+def test_bound_monotone_in_nested_inducing_sets(name):
     # Titsias's bound is monotone in nested inducing sets and never above log p(y); the
     # scale-mixture bounds inherit both properties through the s-free trace term.
     X, y = sine_data(120, seed=3)
@@ -69,7 +69,7 @@ def test_bound_grows_with_nested_inducing_sets_and_stays_below_the_evidence(name
     assert bounds[0] < exact - 1.0
 
 
-def test_log_marginal_bound_matches_the_posterior_on_standardised_targets():
+def test_bound_matches_posterior_evidence():
     X, y = sine_data(50)
     process = processes(2)["student-t"]
     standardised = (y - y.mean()) / y.std()
@@ -81,7 +81,7 @@ def test_log_marginal_bound_matches_the_posterior_on_standardised_targets():
 
 
 @pytest.mark.slow
-def test_fitting_raises_the_bound_and_predicts_like_the_exact_fit():
+def test_sparse_fit_matches_exact_rmse():
     X, y = sine_data(300, seed=5)
     X_test, y_test = sine_data(200, seed=6)
     process = GaussianProcess(RBF().with_input_dim(2), max_iterations=60, num_restarts=1)
@@ -106,7 +106,7 @@ def test_fixed_inducing_inputs_stay_put():
     np.testing.assert_array_equal(np.asarray(posterior.inducing_inputs), Z)
 
 
-def test_student_t_sparse_predictive_has_the_process_degrees_of_freedom():
+def test_sparse_student_t_degrees_of_freedom():
     X, y = sine_data(90)
     process = processes(2)["student-t"]
     posterior = SparseProcess(process, 15).condition(X, y)
@@ -149,7 +149,7 @@ def test_sparse_process_rejects_bad_input():
 # -- inducing-input initialisation -----------------------------------------------------------
 
 
-def test_k_center_picks_distinct_rows_and_covers_the_data():
+def test_k_center_covers_data():
     X = np.random.default_rng(0).uniform(size=(500, 2))
     Z = inducing.initial_inducing_inputs(X, 25, "kcenter", seed=0)
     rows = [int(np.nonzero(np.all(X == z, axis=1))[0][0]) for z in Z]
@@ -228,7 +228,7 @@ def test_auto_is_exact_up_to_the_threshold():
 
 
 @pytest.mark.slow
-def test_fit_large_fits_on_a_subset_and_conditions_on_everything():
+def test_fit_large_conditions_on_all_rows():
     X, y = sine_data(400, seed=9)
     process = GaussianProcess(RBF().with_input_dim(2), max_iterations=30, num_restarts=1)
     posterior = large.fit_large(
