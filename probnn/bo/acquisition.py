@@ -671,7 +671,8 @@ def upper_confidence_bound(predictive: dist.Distribution, beta: float = 2.0) -> 
     ----------
     predictive : numpyro.distributions.Distribution
         ``Normal``, ``StudentT`` with ``df > 2``, or ``MixtureSameFamily`` of
-        those, batch shape ``(m,)``. :math:`\mu` and :math:`\sigma^2` are the
+        those, batch shape ``(m,)``. Any other object with a method
+        ``upper_confidence_bound(beta)`` is delegated to that method. :math:`\mu` and :math:`\sigma^2` are the
         predictive's ``mean`` and ``variance`` (for a mixture, the mixture's
         moments, and for Student-t :math:`\sigma^2 = s^2 \nu / (\nu - 2)`).
     beta : float
@@ -692,7 +693,12 @@ def upper_confidence_bound(predictive: dist.Distribution, beta: float = 2.0) -> 
         If the predictive type is not supported.
     """
     if not _is_supported(predictive):
-        raise _unsupported(predictive, "upper_confidence_bound")
+        method = getattr(predictive, "upper_confidence_bound", None)
+        if callable(method):
+            return method(beta)
+        raise _unsupported(
+            predictive, "upper_confidence_bound", ", or an object with a method upper_confidence_bound(beta)"
+        )
     _check_df(predictive, 2.0, "upper confidence bound (finite variance)")
     return _ucb_from_moments(predictive.mean, predictive.variance, beta)
 

@@ -17,7 +17,7 @@ import numpy as np
 from probnn.bo.acquisition import ACQUISITIONS
 from probnn.bo.journal import Journal
 from probnn.bo.optimize import optimize_acquisition, sobol_points
-from probnn.bo.surrogates import SURROGATES, make_surrogate
+from probnn.bo.surrogates import MARGINAL_ONLY, SURROGATES, make_surrogate
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,11 @@ class BayesianOptimization:
             raise ValueError(f"num_initial must be a positive integer, got {num_initial!r}.")
         if not (np.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be finite and >= 0, got {beta!r}.")
+        if acquisition.lower() == "ts" and surrogate.lower() in MARGINAL_ONLY:
+            raise ValueError(
+                f"The {surrogate} surrogate predicts marginals only, so Thompson sampling (ts) is unavailable; "
+                "choose logei, ucb or pi."
+            )
         self.surrogate = surrogate.lower()
         self.acquisition = acquisition.lower()
         self.num_initial = num_initial

@@ -112,6 +112,19 @@ def _partial_hmc(dim: int):
     return PartiallySampledNetwork(sampler=HMCNetwork(NetworkPrior(noise_floor=0.01), settings))
 
 
+def _pfn(dim: int):
+    """The shipped ``gp-hyper`` PFN: a GP prior with hyperpriors, up to 6 features and 60 points."""
+    from probnn.pfn import PFNModel
+
+    model = PFNModel("gp-hyper")
+    if dim > model.pfn.config.max_features:
+        raise ValueError(
+            f"The pfn surrogate handles at most {model.pfn.config.max_features} inputs, got {dim}; "
+            "choose another surrogate or train a PFN for more features (probnn pfn train)."
+        )
+    return model
+
+
 SURROGATES: dict[str, Callable[[int], object] | None] = {
     "tp-nngp": _tp_nngp,
     "gp-nngp": _gp_nngp,
@@ -125,6 +138,7 @@ SURROGATES: dict[str, Callable[[int], object] | None] = {
     "dkl": _dkl,
     "partial": _partial,
     "partial-hmc": _partial_hmc,
+    "pfn": _pfn,
     "random": None,
 }
 
@@ -141,8 +155,22 @@ SURROGATE_DESCRIPTIONS = {
     "dkl": "deep kernel learning: exact GP with an RBF kernel on residual tanh MLP (50, 50) features (Lipschitz bound 0.2), trained by the marginal likelihood",
     "partial": "tanh MLP (50, 50) trained on squared error with a Bayesian last layer (normal-inverse-gamma), Student-t predictive",
     "partial-hmc": "tanh MLP (50, 50) body trained on squared error; NUTS over the readout weights and the noise (4 chains x 200 draws, warm-started)",
+    "pfn": "prior-fitted transformer trained on a GP prior with hyperpriors (up to 6 inputs, 60 evaluations); bar-distribution predictive",
     "random": "uniform random search (baseline, no model)",
 }
+
+
+#: Surrogates whose predictive gives marginals only, so Thompson sampling ("ts") is unavailable.
+MARGINAL_ONLY = frozenset({"pfn"})
+
+
+def surrogate_limit(name: str) -> int | None:
+    """The most evaluations the named surrogate can condition on, or None without a limit."""
+    if name.lower() != "pfn":
+        return None
+    from probnn.pfn.network import load_pfn
+
+    return load_pfn("gp-hyper").config.max_train_points
 
 
 def make_surrogate(name: str, dim: int):

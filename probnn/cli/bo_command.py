@@ -121,11 +121,21 @@ def _settings_for_new_run(args) -> dict:
     }
 
 
-def _check_counts(iterations: int, initial: int) -> None:
+def _check_counts(iterations: int, initial: int, surrogate: str | None = None) -> None:
     if iterations < 0:
         raise ValueError(f"--iterations must be >= 0, got {iterations}.")
     if initial < 1:
         raise ValueError(f"--initial must be >= 1, got {initial}.")
+    from probnn.bo.surrogates import surrogate_limit
+
+    limit = surrogate_limit(surrogate) if surrogate else None
+    # The last proposal is fitted on all but one evaluation.
+    if limit is not None and initial + iterations - 1 > limit:
+        raise ValueError(
+            f"The {surrogate} surrogate conditions on at most {limit} evaluations, but --initial {initial} plus "
+            f"--iterations {iterations} needs {initial + iterations - 1}; lower --iterations to at most "
+            f"{limit + 1 - initial}."
+        )
 
 
 def run_bo(args) -> int:
@@ -146,14 +156,14 @@ def run_bo(args) -> int:
         metadata = loop.metadata
         problem = get_problem(metadata["problem"], seed=loop.seed)
         iterations = metadata["iterations"] if args.iterations is None else args.iterations
-        _check_counts(iterations, loop.num_initial)
+        _check_counts(iterations, loop.num_initial, loop.surrogate)
         previous_seconds, previous_iteration_seconds = _previous_timing(out)
         # Times beyond the journal's BO iterations belong to evaluations no longer in it.
         previous_iteration_seconds = previous_iteration_seconds[: max(loop.num_evaluations - loop.num_initial, 0)]
         logger.info("Resuming %s with %d recorded evaluations.", out, loop.num_evaluations)
     else:
         settings = _settings_for_new_run(args)
-        _check_counts(settings["iterations"], settings["initial"])
+        _check_counts(settings["iterations"], settings["initial"], settings["surrogate"])
         problem = get_problem(settings["problem"], seed=settings["seed"])
         iterations = settings["iterations"]
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -224,7 +234,7 @@ def run_optuna_worker(args) -> int:
     if args.resume is not None:
         raise ValueError("--resume continues a journal of a single run; a shared study continues by starting workers again.")
     settings = _settings_for_new_run(args)
-    _check_counts(settings["iterations"], settings["initial"])
+    _check_counts(settings["iterations"], settings["initial"], settings["surrogate"])
     problem = get_problem(settings["problem"], seed=settings["seed"])
     total = settings["initial"] + settings["iterations"]
     names = problem.parameter_names or [f"x{i + 1}" for i in range(problem.dim)]

@@ -1,10 +1,11 @@
 """scikit-learn regressors backed by probnn models.
 
 :class:`ProcessRegressor` wraps the Gaussian, Student-t and scale-mixture processes of
-:mod:`probnn.processes` (any name that ``probnn models`` lists), and
-:class:`BNNRegressor` the NUTS-sampled network :class:`probnn.bnn.HMCNetwork`. Both have
-``fit(X, y)`` and ``predict(X, return_std=False)``, so they work in pipelines, grid
-searches and ``cross_val_score``::
+:mod:`probnn.processes` (any name that ``probnn models`` lists),
+:class:`BNNRegressor` the NUTS-sampled network :class:`probnn.bnn.HMCNetwork`, and
+:class:`PFNRegressor` a prior-fitted network. All have ``fit(X, y)`` and
+``predict(X, return_std=False)``, so they work in pipelines, grid searches and
+``cross_val_score``::
 
     from sklearn.model_selection import cross_val_score
     from probnn.integrations.sklearn import ProcessRegressor
@@ -213,3 +214,75 @@ class BNNRegressor(_ProbnnRegressor):
         # less well than its score threshold expects of a deterministic regressor.
         tags.regressor_tags.poor_score = True
         return tags
+
+
+class PFNRegressor(_ProbnnRegressor):
+    """Regressor on a prior-fitted network: fitting stores the data, prediction is one forward pass.
+
+    Inputs are mapped to the unit cube with the training minimum and maximum of each
+    column (the domain of the PFN's task prior), and targets are standardised. The
+    predictive is the PFN's :class:`probnn.pfn.BarDistribution`.
+
+    Parameters
+    ----------
+    checkpoint : str or PriorFittedNetwork
+        A shipped checkpoint name (``"gp-hyper"``, the default, for up to 6 features and 60
+        points) or a checkpoint folder.
+    subsample : bool
+        With more training rows than the PFN's ``max_train_points``, condition on a random
+        subset of that size instead of raising ``ValueError``.
+    random_state : int
+        Seed of that subset.
+
+    Attributes
+    ----------
+    posterior_ : probnn.pfn.PFNPosterior
+    x_center_, x_scale_ : ndarray of shape (n_features_in_,)
+        Training minimum and range of each input column.
+    """
+
+    def __init__(self, checkpoint="gp-hyper", subsample: bool = False, random_state: int = 0):
+        self.checkpoint = checkpoint
+        self.subsample = subsample
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        """Condition the PFN on ``X`` of shape ``(n, d)`` and ``y`` of shape ``(n,)``; return ``self``."""
+        from probnn.pfn import PFNModel
+
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64, ensure_min_samples=1)
+        if isinstance(self.random_state, bool) or not isinstance(self.random_state, (int, np.integer)):
+            raise ValueError(f"random_state must be an integer seed, got {self.random_state!r}.")
+        model = PFNModel(self.checkpoint)
+        limit = model.max_train_points
+        if X.shape[0] > limit:
+            if not self.subsample:
+                raise ValueError(
+                    f"{X.shape[0]} training rows exceed the PFN's max_train_points = {limit}; pass "
+                    "subsample=True to condition on a random subset, or use a PFN trained for more points."
+                )
+            rows = np.random.default_rng(int(self.random_state)).choice(X.shape[0], limit, replace=False)
+            X, y = X[rows], y[rows]
+        low = X.min(axis=0)
+        span = X.max(axis=0) - low
+        # A constant column maps to the middle of the cube.
+        span = np.where(span > 1e-12, span, 1.0)
+        low = np.where(X.max(axis=0) - X.min(axis=0) > 1e-12, low, low - 0.5)
+        self.posterior_ = model.fit(np.clip((X - low) / span, 0.0, 1.0), y)
+        self.x_center_ = low
+        self.x_scale_ = span
+        return self
+
+    def predict(self, X, return_std: bool = False, latent: bool = False):
+        """Predictive mean at ``X``, and its standard deviation with ``return_std=True``.
+
+        A PFN predicts noisy targets; ``latent`` is accepted for the common interface and
+        changes nothing.
+        """
+        check_is_fitted(self, "posterior_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        predictive = self.posterior_.predict(jnp.asarray((X - self.x_center_) / self.x_scale_, jnp.float32))
+        mean = np.asarray(predictive.mean, dtype=np.float64)
+        if not return_std:
+            return mean
+        return mean, np.sqrt(np.asarray(predictive.variance, dtype=np.float64))

@@ -1,4 +1,5 @@
-"""Prior distributions: scale priors on the last-layer variance of infinitely wide networks."""
+"""Prior distributions: scale priors on the last-layer variance of infinitely wide networks,
+and task priors that draw whole datasets for training PFNs and neural processes."""
 
 from probnn.priors.scale import (
     SCALE_PRIORS,
@@ -9,8 +10,28 @@ from probnn.priors.scale import (
     inverse_gamma,
     log_normal,
 )
+from probnn.priors.tasks import (
+    TASK_PRIORS,
+    BNNTaskPrior,
+    GPHyperparameters,
+    GPHyperTaskPrior,
+    GPTaskPrior,
+    NNGPTaskPrior,
+    TaskBatch,
+    TaskPrior,
+    make_task_prior,
+)
 
 __all__ = [
+    "BNNTaskPrior",
+    "GPHyperTaskPrior",
+    "GPHyperparameters",
+    "GPTaskPrior",
+    "NNGPTaskPrior",
+    "TASK_PRIORS",
+    "TaskBatch",
+    "TaskPrior",
+    "make_task_prior",
     "BurrXII",
     "SCALE_PRIORS",
     "burr_xii",
