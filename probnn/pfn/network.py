@@ -30,8 +30,8 @@ CONFIG_FILE = "config.json"
 
 #: Checkpoints that ship inside the package, by name.
 SHIPPED_CHECKPOINTS = {
-    "gp-rbf-1d": "1-d GP prior, RBF kernel with lengthscale 0.2, outputscale 1, noise variance 0.01",
-    "gp-hyper": "GP prior with hyperpriors (ARD lengthscales, output scale, noise), up to 6 features and 60 training points",
+    "gp-rbf-1d": "1-d GP, RBF kernel, l = 0.2, v = 1, noise 0.01",
+    "gp-hyper": "GP with hyperpriors on ARD l, v and noise",
 }
 
 
