@@ -168,7 +168,15 @@ def run_pfn_evaluate(args) -> int:
             name, f"{row['mean']:.4f}", f"{row['stderr']:.4f}", f"{gap[0]:+.4f} ± {gap[1]:.4f}",
             str(row["datasets"]), f"{row['seconds']:.1f}",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    paired = None
+    if "gp-ml2" in result.nll:
+        difference, stderr = result.gap("pfn", "gp-ml2")
+        paired = {"mean": difference, "stderr": stderr, "datasets": summary["gp-ml2"]["datasets"]}
+        console.print(
+            f"PFN minus fitted GP on the same {paired['datasets']} datasets: {difference:+.4f} ± {stderr:.4f} nats per point"
+        )
     if args.out is not None:
         record = {
             "checkpoint": str(args.checkpoint),
@@ -179,6 +187,7 @@ def run_pfn_evaluate(args) -> int:
             "seed": args.seed,
             "summary": summary,
             "gap_to_exact": gaps,
+            "pfn_minus_fitted_gp": paired,
             "training": pfn.metadata.get("training"),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -119,19 +119,25 @@ def _predict(pfn: PriorFittedNetwork, x_train, y_train, x_test) -> BarDistributi
     return BarDistribution(pfn.borders, logits).affine(loc, scale)
 
 
-def predict_logits(pfn: PriorFittedNetwork, x_train, y_train, x_test):
-    """Query logits ``(m, K)`` and the affine map ``(loc, scale)`` back to the user's units."""
-    n, d = x_train.shape
+def predict_logits(pfn: PriorFittedNetwork, x_train, y_train, x_test, num_train=None):
+    """Query logits ``(m, K)`` and the affine map ``(loc, scale)`` back to the user's units.
+
+    With ``num_train`` given, only the first ``num_train`` rows of ``x_train`` and
+    ``y_train`` are training points and the rest are padding that no token attends to, so
+    a padded training set of fixed shape serves every size without recompiling.
+    """
+    rows, d = x_train.shape
     config = pfn.config
     x = pad_features(jnp.concatenate([x_train, x_test]), config.max_features)
-    train_mask = jnp.arange(x.shape[0]) < n
+    count = rows if num_train is None else num_train
+    train_mask = jnp.arange(x.shape[0]) < count
     y = jnp.concatenate([y_train, jnp.zeros(x_test.shape[0], y_train.dtype)])
     if config.normalize_y:
         loc, scale = standardize_targets(y, train_mask)
     else:
         loc, scale = jnp.zeros((), y.dtype), jnp.ones((), y.dtype)
     logits = pfn.network(x, (y - loc) / scale, train_mask, d)
-    return logits[n:], loc, scale
+    return logits[rows:], loc, scale
 
 
 def save_pfn(pfn: PriorFittedNetwork, directory: str | os.PathLike) -> Path:

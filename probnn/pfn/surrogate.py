@@ -66,18 +66,27 @@ class PFNModel(eqx.Module):
         if self.standardize and y.size:
             loc = float(np.mean(y))
             scale = float(np.std(y)) if y.size > 1 and np.std(y) > 0 else 1.0
+        # Padding to the network's limit gives every fit the same shapes, so a BO loop
+        # compiles its acquisition search once rather than once per evaluation count.
+        limit = self.pfn.config.max_train_points
+        X_pad = np.zeros((limit, X.shape[1]))
+        y_pad = np.zeros(limit)
+        X_pad[: len(y)] = X
+        y_pad[: len(y)] = (y - loc) / scale
         dtype = self.pfn.borders.dtype
         return PFNPosterior(
-            self.pfn, jnp.asarray(X, dtype), jnp.asarray((y - loc) / scale, dtype), loc, scale, self.standardize
+            self.pfn, jnp.asarray(X_pad, dtype), jnp.asarray(y_pad, dtype), jnp.asarray(len(y)), loc, scale,
+            self.standardize,
         )
 
 
 class PFNPosterior(eqx.Module):
-    """The conditioned PFN: training data plus the network."""
+    """The conditioned PFN: the network plus the standardised training data, padded to its limit."""
 
     pfn: PriorFittedNetwork
-    X_train: Float[Array, "n d"]
-    y_train: Float[Array, " n"]
+    X_padded: Float[Array, "N d"]
+    y_padded: Float[Array, " N"]
+    num_train: Array
     y_loc: float = eqx.field(static=True, default=0.0)
     y_scale: float = eqx.field(static=True, default=1.0)
     standardize: bool = eqx.field(static=True, default=True)
@@ -97,14 +106,17 @@ class PFNPosterior(eqx.Module):
         X_new = jnp.asarray(X_new)
         if X_new.ndim == 1:
             X_new = X_new[:, None]
-        if X_new.ndim != 2 or X_new.shape[1] != self.X_train.shape[1]:
-            raise ValueError(
-                f"X_new must have shape (m, {self.X_train.shape[1]}), got {tuple(X_new.shape)}."
-            )
-        X_new = X_new.astype(self.X_train.dtype)
-        logits, loc, scale = predict_logits(self.pfn, self.X_train, self.y_train, X_new)
+        if X_new.ndim != 2 or X_new.shape[1] != self.X_padded.shape[1]:
+            raise ValueError(f"X_new must have shape (m, {self.X_padded.shape[1]}), got {tuple(X_new.shape)}.")
+        X_new = X_new.astype(self.X_padded.dtype)
+        logits, loc, scale = predict_logits(self.pfn, self.X_padded, self.y_padded, X_new, self.num_train)
         # The network's own standardisation (if any), then the model's.
         return BarDistribution(self.pfn.borders, logits).affine(self.y_loc + self.y_scale * loc, self.y_scale * scale)
+
+    @property
+    def X_train(self) -> Array:
+        """The training inputs, without the padding."""
+        return self.X_padded[: int(self.num_train)]
 
     def sample_functions(self, key, X_new, num_samples: int):
         """Not available: a PFN predicts marginals only, not joint function draws."""

@@ -28,6 +28,8 @@ def test_pfn_train_records_hardware(trained):
     assert "CPU cores" in record["training"]["hardware"]
 
 
+# Compiles the exact GP, the PFN and the plot: about half a minute on two cores.
+@pytest.mark.slow
 def test_pfn_evaluate_writes_gap_and_plot(trained, tmp_path):
     out, plot = tmp_path / "eval.json", tmp_path / "plot.png"
     code = main(["pfn", "evaluate", "--checkpoint", str(trained), "--datasets", "20", "--out", str(out),

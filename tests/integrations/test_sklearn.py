@@ -10,7 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from probnn.integrations.sklearn import BNNRegressor, ProcessRegressor
+from probnn.integrations.sklearn import BNNRegressor, PFNRegressor, ProcessRegressor
 from probnn.processes.registry import make_regression_model
 
 
@@ -135,6 +135,7 @@ def test_bad_inputs_raise_value_error(fitted_gp):
     [
         ProcessRegressor("gp-rbf", num_restarts=1),
         BNNRegressor(widths=(8,), num_chains=2, num_warmup=50, num_samples=50, max_tree_depth=3),
+        PFNRegressor(subsample=True, reduce_features=True),
     ]
 )
 def test_scikit_learn_estimator_checks(estimator, check):

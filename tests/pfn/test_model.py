@@ -97,6 +97,8 @@ def _train(out, steps, max_minutes=None):
     return train_pfn(GPTaskPrior(), config, settings, out, checkpoint_every=5, max_minutes=max_minutes, progress=False)
 
 
+# Five training runs of a tiny network, each resuming the last: about 20 s on two cores.
+@pytest.mark.slow
 def test_pfn_training_resumes_exactly(tmp_path):
     straight = _train(tmp_path / "straight", 10)
     # Interrupted runs: a zero time budget stops after one step; the last call finishes.
