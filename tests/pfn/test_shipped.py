@@ -37,6 +37,8 @@ def test_shipped_rbf_pfn_above_bar_floor(rbf_result):
     assert gap > -4 * stderr
 
 
+# Compiles the acquisition search through the transformer: about 20 s on two cores.
+@pytest.mark.slow
 def test_pfn_bo_loop_proposes_inside_bounds():
     problem = get_problem("branin")
     loop = BayesianOptimization(problem.bounds, surrogate="pfn", num_initial=5, seed=0)

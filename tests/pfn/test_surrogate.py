@@ -32,9 +32,9 @@ def test_pfn_model_posterior_keeps_model(posterior, tiny_hyper_pfn):
     assert posterior.model.pfn is tiny_hyper_pfn
 
 
-@pytest.mark.parametrize(
-    "kind", ["logei", pytest.param("ucb", marks=pytest.mark.slow), pytest.param("pi", marks=pytest.mark.slow)]
-)
+# Each kind compiles an L-BFGS search through the transformer: about 10 s each.
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["logei", "ucb", "pi"])
 def test_pfn_acquisition_optimum_inside_cube(posterior, kind):
     params = _AcquisitionParams(posterior, jnp.asarray(Y.min()), jnp.asarray(2.0), kind=kind)
     candidates = optimize_acquisition(_acquisition_values, params, 2, seed=0, num_raw_samples=64, num_starts=2,
