@@ -23,6 +23,7 @@ def rbf_result():
     return evaluate_pfn(load_pfn("gp-rbf-1d"), make_task_prior("gp-rbf-1d"), num_datasets=300, seed=7)
 
 
+@pytest.mark.slow
 def test_shipped_rbf_pfn_near_exact_posterior(rbf_result):
     # The acceptance run measured a gap far below 0.1 nats with a standard error near
     # 0.004, so 0.1 fails only on a real regression of the checkpoint or of its code.
@@ -30,6 +31,7 @@ def test_shipped_rbf_pfn_near_exact_posterior(rbf_result):
     assert gap < 0.1
 
 
+@pytest.mark.slow
 def test_shipped_rbf_pfn_above_bar_floor(rbf_result):
     # The exact posterior projected onto the buckets is the best predictive of this form,
     # so a PFN below it by more than noise would mean a broken evaluation.

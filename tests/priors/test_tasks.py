@@ -76,6 +76,7 @@ def test_task_prior_feature_counts_cover_range(name):
     assert set(np.asarray(_batch(name).num_features).tolist()) == {1, 2, 3, 4, 5, 6}
 
 
+@pytest.mark.slow
 def test_hyper_prior_variance_matches_hyperparameters():
     # y / sqrt(v + noise) has unit variance for the hyperparameters of its own dataset.
     prior = GPHyperTaskPrior(max_features=3)
