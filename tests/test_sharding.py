@@ -92,7 +92,7 @@ def _tiny_pfn_head(out, devices):
 
 @pytest.mark.slow
 def test_sharded_pfn_training_matches_one_device(tmp_path):
-    # The 8 datasets of each batch are split 2 per device; the summed gradient differs from
+    # The 8 datasets of each batch are split 2 per device. The summed gradient differs from
     # the single-device one only by float32 rounding of the reduction order.
     sharded = _tiny_pfn_head(tmp_path / "sharded", 4)
     single = _tiny_pfn_head(tmp_path / "single", 1)

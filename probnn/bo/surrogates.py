@@ -113,7 +113,7 @@ def _partial_hmc(dim: int):
 
 
 def _pfn(dim: int):
-    """The shipped ``gp-hyper`` PFN: a GP prior with hyperpriors, up to 6 features and 60 points."""
+    """Load the shipped ``gp-hyper`` PFN: a GP prior with hyperpriors, up to 6 features and 60 points."""
     from probnn.pfn import PFNModel
 
     model = PFNModel("gp-hyper")
@@ -165,7 +165,7 @@ MARGINAL_ONLY = frozenset({"pfn"})
 
 
 def surrogate_limit(name: str) -> int | None:
-    """The most evaluations the named surrogate can condition on, or None without a limit."""
+    """Return the maximum number of evaluations the named surrogate conditions on, or None without a limit."""
     if name.lower() != "pfn":
         return None
     from probnn.pfn.network import load_pfn

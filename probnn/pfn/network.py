@@ -64,7 +64,8 @@ class PriorFittedNetwork(eqx.Module):
     def check_data(self, x_train, y_train, x_test) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Validate shapes and the trained limits; return float arrays ``(n, d), (n,), (m, d)``."""
         x_train = _as_inputs(x_train, "x_train")
-        x_test = _as_inputs(x_test, "x_test")
+        # Without queries (a model being fitted), only the training data are checked.
+        x_test = x_train[:0] if x_test is None else _as_inputs(x_test, "x_test")
         y_train = np.asarray(y_train, dtype=float)
         if y_train.ndim != 1 or y_train.shape[0] != x_train.shape[0]:
             raise ValueError(

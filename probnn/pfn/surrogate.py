@@ -56,7 +56,7 @@ class PFNModel(eqx.Module):
         has no hyperparameters to fit.
         """
         del key, num_restarts
-        X, y, _ = self.pfn.check_data(X, y, np.zeros((1, np.asarray(X).reshape(len(y), -1).shape[1])))
+        X, y, _ = self.pfn.check_data(X, y, None)
         if X.size and (X.min() < -1e-9 or X.max() > 1 + 1e-9):
             raise ValueError(
                 f"PFN inputs must lie in the unit cube (the task prior's domain); got values in "
