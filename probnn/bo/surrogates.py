@@ -112,11 +112,17 @@ def _partial_hmc(dim: int):
     return PartiallySampledNetwork(sampler=HMCNetwork(NetworkPrior(noise_floor=0.01), settings))
 
 
+#: The shipped PFN behind the ``pfn`` surrogate. It predicts the noise-free function, so
+#: expected improvement vanishes at evaluated points of an exact objective. The noisy-target
+#: ``gp-hyper`` kept EI high next to the incumbent, and the search crept along it.
+PFN_CHECKPOINT = "gp-hyper-bo"
+
+
 def _pfn(dim: int):
-    """Load the shipped ``gp-hyper`` PFN: a GP prior with hyperpriors, up to 6 features and 60 points."""
+    """Load the shipped BO PFN: a GP prior with hyperpriors, up to 6 features and 60 points."""
     from probnn.pfn import PFNModel
 
-    model = PFNModel("gp-hyper")
+    model = PFNModel(PFN_CHECKPOINT)
     if dim > model.pfn.config.max_features:
         raise ValueError(
             f"The pfn surrogate handles at most {model.pfn.config.max_features} inputs, got {dim}; "
@@ -155,7 +161,7 @@ SURROGATE_DESCRIPTIONS = {
     "dkl": "deep kernel learning: exact GP with an RBF kernel on residual tanh MLP (50, 50) features (Lipschitz bound 0.2), trained by the marginal likelihood",
     "partial": "tanh MLP (50, 50) trained on squared error with a Bayesian last layer (normal-inverse-gamma), Student-t predictive",
     "partial-hmc": "tanh MLP (50, 50) body trained on squared error; NUTS over the readout weights and the noise (4 chains x 200 draws, warm-started)",
-    "pfn": "prior-fitted transformer trained on a GP prior with hyperpriors (up to 6 inputs, 60 evaluations); bar-distribution predictive",
+    "pfn": "prior-fitted transformer trained on a GP prior with hyperpriors to predict the noise-free function (up to 6 inputs, 60 evaluations); bar-distribution predictive",
     "random": "uniform random search (baseline, no model)",
 }
 
@@ -170,7 +176,7 @@ def surrogate_limit(name: str) -> int | None:
         return None
     from probnn.pfn.network import load_pfn
 
-    return load_pfn("gp-hyper").config.max_train_points
+    return load_pfn(PFN_CHECKPOINT).config.max_train_points
 
 
 def make_surrogate(name: str, dim: int):

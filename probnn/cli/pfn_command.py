@@ -6,7 +6,10 @@ import json
 import logging
 from pathlib import Path
 
+from probnn.cli.common import check_positive, missing_command
+
 logger = logging.getLogger("probnn.cli")
+
 
 def add_pfn_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -24,7 +27,9 @@ def add_pfn_parser(subparsers) -> None:
             "running the same command again resumes from the last saved step."
         ),
     )
-    train.add_argument("--prior", required=True, help="task prior: gp-rbf-1d, gp-hyper, bnn, nngp or tp-nngp")
+    train.add_argument(
+        "--prior", required=True, help="task prior: gp-rbf-1d, gp-hyper, gp-hyper-bo, bnn, nngp or tp-nngp"
+    )
     train.add_argument("--steps", type=int, required=True, help="optimizer steps (the cosine schedule ends there)")
     train.add_argument("--out", type=Path, required=True, help="training folder; the checkpoint is written there")
     train.add_argument("--batch-size", type=int, default=64, help="datasets per step (default 64)")
@@ -46,6 +51,11 @@ def add_pfn_parser(subparsers) -> None:
         help="let the network standardise each dataset's targets by its training points (default: raw targets)",
     )
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--init-from", default=None, metavar="CHECKPOINT",
+        help="start from this PFN (shipped name or folder) and fine-tune it; its architecture and buckets are kept, "
+        "and the architecture options are ignored",
+    )
     train.add_argument("--checkpoint-every", type=int, default=250, help="steps between saved training states")
     train.add_argument("--snapshot-every", type=int, default=None, help="also keep the network every this many steps")
     train.add_argument("--max-minutes", type=float, default=None, help="stop and save after this much wall time")
@@ -57,7 +67,7 @@ def add_pfn_parser(subparsers) -> None:
         help="Compare a PFN's test NLL with exact and fitted GP posteriors on datasets from a GP prior.",
     )
     evaluate.add_argument(
-        "--checkpoint", default="gp-rbf-1d", help="shipped checkpoint name (gp-rbf-1d, gp-hyper) or a folder"
+        "--checkpoint", default="gp-rbf-1d", help="shipped checkpoint name (gp-rbf-1d, gp-hyper, gp-hyper-bo) or a folder"
     )
     evaluate.add_argument("--prior", default=None, help="GP task prior to draw datasets from (default: the checkpoint's)")
     evaluate.add_argument("--datasets", type=int, default=1000, help="held-out datasets (default 1000)")
@@ -74,17 +84,7 @@ def add_pfn_parser(subparsers) -> None:
 
     listing = commands.add_parser("list", help="List the PFN checkpoints shipped with probnn.")
     listing.set_defaults(handler=run_pfn_list)
-    parser.set_defaults(handler=lambda args: _missing_command(parser))
-
-
-def _missing_command(parser) -> int:
-    parser.print_help()
-    return 2
-
-
-def _positive(value, flag: str) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"{flag} must be at least 1, got {value}.")
+    parser.set_defaults(handler=lambda args: missing_command(parser))
 
 
 def run_pfn_train(args) -> int:
@@ -92,10 +92,15 @@ def run_pfn_train(args) -> int:
     from probnn.priors.tasks import make_task_prior
 
     for flag in ("steps", "batch_size", "d_model", "layers", "heads", "d_ff", "max_train_points", "num_points"):
-        _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+        check_positive(getattr(args, flag), "--" + flag.replace("_", "-"))
     prior = make_task_prior(args.prior)
+    init = None
+    if args.init_from is not None:
+        from probnn.pfn import load_pfn
+
+        init = load_pfn(args.init_from)
     max_train = args.max_train_points or (50 if prior.max_features == 1 else 60)
-    config = PFNConfig(
+    config = init.config if init is not None else PFNConfig(
         max_features=prior.max_features,
         max_train_points=max_train,
         d_model=args.d_model,
@@ -124,6 +129,8 @@ def run_pfn_train(args) -> int:
         snapshot_every=args.snapshot_every,
         max_minutes=args.max_minutes,
         progress=not args.no_progress,
+        init=init,
+        init_name=args.init_from,
     )
     training = pfn.metadata["training"]
     print(
@@ -141,7 +148,7 @@ def run_pfn_evaluate(args) -> int:
     from probnn.pfn.evaluate import evaluate_pfn
     from probnn.priors.tasks import make_task_prior
 
-    _positive(args.datasets, "--datasets")
+    check_positive(args.datasets, "--datasets")
     pfn = load_pfn(args.checkpoint)
     prior_name = args.prior or pfn.metadata.get("prior_name")
     if prior_name is None:

@@ -14,6 +14,8 @@ For each dataset the mean negative log density of the noisy test targets is comp
   (type-II maximum likelihood), the usual practice when hyperparameters are unknown.
 
 The figures are means over datasets of the per-point means, with standard errors.
+For a prior with ``latent_targets=True`` every predictive is scored on the noise-free
+values ``f`` at the test inputs instead, and the GP predictives leave out the noise.
 """
 
 from __future__ import annotations
@@ -62,8 +64,11 @@ class EvaluationResult:
         return float(np.mean(diff)), float(np.std(diff, ddof=1) / math.sqrt(diff.size))
 
 
-def _exact_predictive(prior, x, y, mask, hyper):
-    """Exact GP predictive of noisy targets at every point given the masked training set (float64)."""
+def _exact_predictive(prior, x, y, mask, hyper, latent=False):
+    """Exact GP predictive at every point given the masked training set (float64).
+
+    Of noisy targets, or of the noise-free function where ``latent``.
+    """
     gram = prior.gram(x, hyper.lengthscale, hyper.outputscale)
     noise = hyper.noise_variance
     pair = mask[:, None] & mask[None, :]
@@ -74,12 +79,12 @@ def _exact_predictive(prior, x, y, mask, hyper):
     alpha = jax.scipy.linalg.cho_solve((factor, True), jnp.where(mask, y, 0.0))
     v = jax.scipy.linalg.solve_triangular(factor, cross.T, lower=True)
     mean = cross @ alpha
-    variance = jnp.diag(gram) + noise - jnp.sum(v**2, axis=0)
+    variance = jnp.diag(gram) + jnp.where(latent, 0.0, noise) - jnp.sum(v**2, axis=0)
     return mean, jnp.sqrt(jnp.maximum(variance, 1e-12))
 
 
-def _pfn_nll_and_floor(pfn: PriorFittedNetwork, x, y, mask, num_features, exact_mean, exact_sd):
-    """PFN and format-floor test NLLs per point for one dataset (test points where ``mask`` is false)."""
+def _pfn_nll_and_floor(pfn: PriorFittedNetwork, x, y, target, mask, num_features, exact_mean, exact_sd):
+    """PFN and format-floor NLLs of ``target`` per point for one dataset (test points where ``mask`` is false)."""
     config = pfn.config
     x_pad = jnp.pad(x, ((0, 0), (0, config.max_features - x.shape[-1])))
     if config.normalize_y:
@@ -88,9 +93,9 @@ def _pfn_nll_and_floor(pfn: PriorFittedNetwork, x, y, mask, num_features, exact_
         loc, scale = jnp.zeros((), y.dtype), jnp.ones((), y.dtype)
     logits = pfn.network(x_pad, (y - loc) / scale, mask, num_features)
     bar = BarDistribution(pfn.borders, logits).affine(loc, scale)
-    pfn_nll = -bar.log_prob(y)
+    pfn_nll = -bar.log_prob(target)
     floor = bar.project(dist.Normal(exact_mean.astype(bar.logits.dtype), exact_sd.astype(bar.logits.dtype)))
-    floor_nll = -floor.log_prob(y)
+    floor_nll = -floor.log_prob(target)
     return pfn_nll, floor_nll
 
 
@@ -157,10 +162,11 @@ def _evaluate(pfn, prior, num_datasets, num_points, min_train, max_train, seed, 
     if num_points <= max_train:
         raise ValueError(f"num_points ({num_points}) must exceed max_train ({max_train}).")
     num_batches = -(-num_datasets // batch_size)
+    latent = bool(getattr(prior, "latent_targets", False))
 
     @jax.jit
-    def pfn_batch(pfn, x, y, mask, num_features, mean, sd):
-        return jax.vmap(lambda *a: _pfn_nll_and_floor(pfn, *a))(x, y, mask, num_features, mean, sd)
+    def pfn_batch(pfn, x, y, target, mask, num_features, mean, sd):
+        return jax.vmap(lambda *a: _pfn_nll_and_floor(pfn, *a))(x, y, target, mask, num_features, mean, sd)
 
     counts, nll = [], {"pfn": [], "exact": [], "bar-floor": []}
     seconds = {"pfn": 0.0, "exact": 0.0}
@@ -173,20 +179,24 @@ def _evaluate(pfn, prior, num_datasets, num_points, min_train, max_train, seed, 
         count = jax.random.randint(key_split, (batch_size,), min_train, max_train + 1)
         mask = jnp.arange(num_points)[None, :] < count[:, None]
         test = ~mask
+        target = batch.f if latent else batch.y
 
         with jax.enable_x64(True):
             x64, y64 = jnp.asarray(batch.x, jnp.float64), jnp.asarray(batch.y, jnp.float64)
+            target64 = jnp.asarray(target, jnp.float64)
             hyper64 = jax.tree_util.tree_map(
                 lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, hyper
             )
             start = time.perf_counter()
-            mean, sd = _exact_batch(prior, x64, y64, mask, hyper64)
-            exact_nll = -dist.Normal(mean, sd).log_prob(y64)
+            mean, sd = _exact_batch(prior, x64, y64, mask, hyper64, latent)
+            exact_nll = -dist.Normal(mean, sd).log_prob(target64)
             exact_nll = np.asarray(_masked_mean(exact_nll, test))
             seconds["exact"] += time.perf_counter() - start
 
         start = time.perf_counter()
-        pfn_nll, floor_nll = pfn_batch(pfn, batch.x, batch.y, mask, batch.num_features, mean.astype(jnp.float32), sd.astype(jnp.float32))
+        pfn_nll, floor_nll = pfn_batch(
+            pfn, batch.x, batch.y, target, mask, batch.num_features, mean.astype(jnp.float32), sd.astype(jnp.float32)
+        )
         pfn_nll = np.asarray(_masked_mean(pfn_nll, test))
         seconds["pfn"] += time.perf_counter() - start
         nll["pfn"].append(pfn_nll)
@@ -194,7 +204,9 @@ def _evaluate(pfn, prior, num_datasets, num_points, min_train, max_train, seed, 
         nll["bar-floor"].append(np.asarray(_masked_mean(floor_nll, test)))
         counts.append(np.asarray(count))
         if fitted_gp_datasets:
-            data.append((np.asarray(batch.x), np.asarray(batch.y), np.asarray(mask), np.asarray(batch.num_features)))
+            data.append(
+                (np.asarray(batch.x), np.asarray(batch.y), np.asarray(target), np.asarray(mask), np.asarray(batch.num_features))
+            )
 
     result = EvaluationResult(
         np.concatenate(counts)[:num_datasets],
@@ -212,19 +224,23 @@ def _evaluate(pfn, prior, num_datasets, num_points, min_train, max_train, seed, 
 
 
 @jax.jit
-def _exact_batch(prior, x, y, mask, hyper):
-    return jax.vmap(lambda *a: _exact_predictive(prior, *a))(x, y, mask, hyper)
+def _exact_batch(prior, x, y, mask, hyper, latent):
+    return jax.vmap(lambda *a: _exact_predictive(prior, *a, latent=latent))(x, y, mask, hyper)
 
 
 def _fitted_gp_nll(data, limit: int, prior) -> np.ndarray:
-    """Test NLL of a GP with an RBF kernel (ARD) fitted by marginal likelihood, per dataset."""
+    """Test NLL of a GP with an RBF kernel (ARD) fitted by marginal likelihood, per dataset.
+
+    Scored on the noise-free targets with the latent predictive where the prior has them.
+    """
     from probnn.kernels import RBF
     from probnn.processes import GaussianProcess
 
     kernel_name = getattr(prior, "kernel", "rbf")
+    latent = bool(getattr(prior, "latent_targets", False))
     values = []
     with jax.enable_x64(True):
-        for x, y, mask, num_features in data:
+        for x, y, target, mask, num_features in data:
             for b in range(x.shape[0]):
                 if len(values) >= limit:
                     return np.asarray(values)
@@ -240,6 +256,6 @@ def _fitted_gp_nll(data, limit: int, prior) -> np.ndarray:
                 posterior = GaussianProcess(kernel, num_restarts=3).fit(
                     X[train], y[b, train].astype(np.float64), key=jax.random.key(len(values))
                 )
-                predictive = posterior.predict(X[test])
-                values.append(float(-jnp.mean(predictive.log_prob(jnp.asarray(y[b, test], jnp.float64)))))
+                predictive = posterior.predict(X[test], latent=latent)
+                values.append(float(-jnp.mean(predictive.log_prob(jnp.asarray(target[b, test], jnp.float64)))))
     return np.asarray(values)

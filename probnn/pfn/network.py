@@ -22,6 +22,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from probnn.pfn.bar import BarDistribution
 from probnn.pfn.model import PFNConfig, PFNTransformer, standardize_targets
+from probnn.training import atomic_write
 
 __all__ = ["PriorFittedNetwork", "SHIPPED_CHECKPOINTS", "load_pfn", "save_pfn"]
 
@@ -32,6 +33,7 @@ CONFIG_FILE = "config.json"
 SHIPPED_CHECKPOINTS = {
     "gp-rbf-1d": "1-d GP, RBF kernel, l = 0.2, v = 1, noise 0.01",
     "gp-hyper": "GP with hyperpriors on ARD l, v and noise",
+    "gp-hyper-bo": "gp-hyper fine-tuned to predict the noise-free function, noise 1e-6 to 1e-2 (for BO)",
 }
 
 
@@ -60,6 +62,11 @@ class PriorFittedNetwork(eqx.Module):
     @property
     def metadata(self) -> dict:
         return json.loads(self.info)
+
+    @property
+    def predicts_latent(self) -> bool:
+        """Whether the network predicts the noise-free function (trained on ``latent_targets``) rather than noisy targets."""
+        return bool(self.metadata.get("prior", {}).get("latent_targets", False))
 
     def check_data(self, x_train, y_train, x_test) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Validate shapes and the trained limits; return float arrays ``(n, d), (n,), (m, d)``."""
@@ -155,18 +162,9 @@ def save_pfn(pfn: PriorFittedNetwork, directory: str | os.PathLike) -> Path:
         "num_buckets": int(pfn.borders.shape[0] - 1),
         **pfn.metadata,
     }
-    _atomic_write(directory / CONFIG_FILE, lambda f: f.write(json.dumps(record, indent=2).encode()))
-    _atomic_write(directory / MODEL_FILE, lambda f: eqx.tree_serialise_leaves(f, pfn))
+    atomic_write(directory / CONFIG_FILE, lambda f: f.write(json.dumps(record, indent=2).encode()))
+    atomic_write(directory / MODEL_FILE, lambda f: eqx.tree_serialise_leaves(f, pfn))
     return directory
-
-
-def _atomic_write(path: Path, write) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def skeleton(config: PFNConfig, info: str = "{}") -> PriorFittedNetwork:
@@ -193,7 +191,7 @@ def checkpoint_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def load_pfn(name_or_path: str | os.PathLike = "gp-hyper") -> PriorFittedNetwork:
-    """Load a shipped checkpoint by name (``gp-rbf-1d``, ``gp-hyper``) or a checkpoint folder."""
+    """Load a shipped checkpoint by name (``gp-rbf-1d``, ``gp-hyper``, ``gp-hyper-bo``) or a checkpoint folder."""
     path = checkpoint_path(name_or_path)
     record = json.loads((path / CONFIG_FILE).read_text())
     if record.get("format") != "probnn-pfn-1":

@@ -25,7 +25,8 @@ def plot_predictive_1d(
     """Draw one 1-d dataset per training-set size with the PFN's and the exact GP's 90% bands.
 
     For a prior with several features only datasets that use one feature are drawn.
-    Sizes above the PFN's ``max_train_points`` are lowered to it.
+    Sizes above the PFN's ``max_train_points`` are lowered to it. For a prior with
+    ``latent_targets`` the exact bands are those of the noise-free function.
     """
     limit = pfn.config.max_train_points
     train_sizes = sorted({min(int(size), limit) for size in train_sizes})
@@ -84,7 +85,8 @@ def _exact(prior, hyper, x, y, grid):
         alpha = jax.scipy.linalg.cho_solve((factor, True), jnp.asarray(y, jnp.float64))
         v = jax.scipy.linalg.solve_triangular(factor, cross.T, lower=True)
         mean = cross @ alpha
-        variance = outputscale + noise - jnp.sum(v**2, axis=0)
+        predicted_noise = 0.0 if getattr(prior, "latent_targets", False) else noise
+        variance = outputscale + predicted_noise - jnp.sum(v**2, axis=0)
         return np.asarray(mean), np.sqrt(np.maximum(np.asarray(variance), 0.0))
 
 

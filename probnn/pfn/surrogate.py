@@ -98,9 +98,11 @@ class PFNPosterior(eqx.Module):
     def predict(self, X_new: ArrayLike, latent: bool = False) -> BarDistribution:
         """Posterior predictive at ``X_new`` (``(m, d)`` in the unit cube), batch shape ``(m,)``.
 
-        The PFN learned the predictive of noisy targets, so ``latent=True`` (the BO loop's
-        request for the noise-free function) returns the same distribution. With the small
-        noise of the BO prior the two differ little.
+        A network predicts one of two things, fixed by its training
+        (:attr:`PriorFittedNetwork.predicts_latent`): noisy targets (``gp-rbf-1d``,
+        ``gp-hyper``) or the noise-free function (``gp-hyper-bo``). ``latent`` does not
+        change the result. The BO loop asks for the function, so it uses ``gp-hyper-bo``,
+        whose spread shrinks at the observed inputs.
         """
         del latent
         X_new = jnp.asarray(X_new)

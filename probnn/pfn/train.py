@@ -10,6 +10,9 @@ points and minimises the bar distribution's negative log density of the held-out
     \frac{1}{|D_{\text{test}}|}\sum_{(x, y) \in D_{\text{test}}} \log q_\theta(y \mid x, D_{\text{train}}),
 
 whose minimiser is the prior's posterior predictive (Mueller et al., 2022, section 3).
+Where the prior also returns the noise-free values ``f`` (``latent_targets=True``), the
+held-out target is ``f`` rather than ``y``, and the minimiser is the posterior of the
+function at the query inputs, given noisy training targets.
 With several devices the datasets of a batch are split over them (data parallel, see
 :mod:`probnn.sharding`).
 The optimizer is optax's AdamW with linear warm-up, cosine decay and global-norm gradient
@@ -33,8 +36,6 @@ import json
 import logging
 import math
 import os
-import platform
-import time
 from pathlib import Path
 
 import equinox as eqx
@@ -45,9 +46,10 @@ import optax
 
 from probnn.pfn.bar import BarDistribution, bar_borders
 from probnn.pfn.model import PFNConfig, PFNTransformer, count_parameters, standardize_targets
-from probnn.pfn.network import PriorFittedNetwork, _atomic_write, save_pfn
+from probnn.pfn.network import PriorFittedNetwork, save_pfn
 from probnn.priors.tasks import TaskPrior
 from probnn.sharding import shard_batch
+from probnn.training import atomic_write, hardware_description, run_training
 
 __all__ = ["TrainSettings", "pfn_loss", "prior_borders", "train_pfn"]
 
@@ -55,7 +57,6 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "training.eqx"
 SETTINGS_FILE = "training.json"
-HISTORY_FILE = "history.csv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,14 +138,15 @@ def _split_masks(key, batch_size, num_points, low, high):
 def pfn_loss(network: PFNTransformer, borders, config: PFNConfig, batch, train_mask) -> jax.Array:
     """Mean negative log density of the held-out targets, in the network's target units."""
 
-    def one(x, y, mask, num_features):
+    def one(x, y, target, mask, num_features):
         if config.normalize_y:
             loc, scale = standardize_targets(y, mask)
-            y = (y - loc) / scale
+            y, target = (y - loc) / scale, (target - loc) / scale
         logits = network(x, y, mask, num_features)
-        return -BarDistribution(borders, logits).log_prob(y)
+        return -BarDistribution(borders, logits).log_prob(target)
 
-    nll = jax.vmap(one)(batch.x, batch.y, train_mask, batch.num_features)
+    targets = batch.y if batch.f is None else batch.f
+    nll = jax.vmap(one)(batch.x, batch.y, targets, train_mask, batch.num_features)
     held_out = (~train_mask).astype(nll.dtype)
     return jnp.sum(nll * held_out) / jnp.sum(held_out)
 
@@ -157,9 +159,9 @@ def _held_out_targets(key, prior, config, settings, num_points):
     key_data, key_split = jax.random.split(key)
     batch = prior.sample(key_data, _BORDER_BATCH, num_points)
     mask = _split_masks(key_split, _BORDER_BATCH, num_points, settings.min_train_points, config.max_train_points)
-    y = batch.y
+    y = batch.y if batch.f is None else batch.f
     if config.normalize_y:
-        loc, scale = jax.vmap(standardize_targets)(y, mask)
+        loc, scale = jax.vmap(standardize_targets)(batch.y, mask)
         y = (y - loc[:, None]) / scale[:, None]
     return y, ~mask
 
@@ -197,12 +199,6 @@ def _train_step(network, borders, opt_state, key, prior, config, settings):
     return eqx.apply_updates(network, updates), opt_state, loss
 
 
-def _hardware() -> str:
-    devices = jax.devices()
-    kinds = sorted({d.device_kind for d in devices})
-    return f"{len(devices)} x {', '.join(kinds)} ({jax.default_backend()}), {os.cpu_count()} CPU cores, {platform.machine()}"
-
-
 def train_pfn(
     prior: TaskPrior,
     config: PFNConfig,
@@ -214,6 +210,8 @@ def train_pfn(
     snapshot_every: int | None = None,
     max_minutes: float | None = None,
     progress: bool = True,
+    init: PriorFittedNetwork | None = None,
+    init_name: str | None = None,
 ) -> PriorFittedNetwork:
     """Train a PFN on ``prior`` and write its checkpoint to ``out``.
 
@@ -237,6 +235,12 @@ def train_pfn(
         Stop, save and return after this much wall time (the schedule is not shortened).
     progress : bool
         Draw a progress bar with the running loss.
+    init : PriorFittedNetwork, optional
+        Start from this network and its bucket borders instead of a random initialisation
+        (fine-tuning on a related prior). Its config must equal ``config``. The checkpoint
+        records ``init_name`` and the seconds its own training took.
+    init_name : str, optional
+        Name of ``init`` for the record (a shipped checkpoint name or a folder).
 
     Returns
     -------
@@ -248,10 +252,20 @@ def train_pfn(
     command does): the network's parameters and the drawn datasets are float32.
     """
     with jax.enable_x64(False):
-        return _train(prior, config, settings, out, prior_name, checkpoint_every, snapshot_every, max_minutes, progress)
+        return _train(
+            prior, config, settings, out, prior_name, checkpoint_every, snapshot_every, max_minutes, progress, init,
+            init_name,
+        )
 
 
-def _train(prior, config, settings, out, prior_name, checkpoint_every, snapshot_every, max_minutes, progress):
+def _train(
+    prior, config, settings, out, prior_name, checkpoint_every, snapshot_every, max_minutes, progress, init, init_name
+):
+    if init is not None and init.config != config:
+        raise ValueError(
+            f"The initial network has config {init.config.to_dict()} but training asks for {config.to_dict()}; "
+            "fine-tuning keeps the architecture, so pass the same config."
+        )
     if prior.max_features != config.max_features:
         raise ValueError(
             f"The prior has max_features = {prior.max_features} but the config has {config.max_features}; make them equal."
@@ -265,11 +279,18 @@ def _train(prior, config, settings, out, prior_name, checkpoint_every, snapshot_
         "prior": prior.config(),
         "prior_name": prior_name,
     }
+    if init is not None:
+        # Kept in the record, so a resume with another starting network is refused.
+        record["init"] = {
+            "name": init_name,
+            "seconds": init.metadata.get("training", {}).get("seconds"),
+            "prior_name": init.metadata.get("prior_name"),
+        }
 
     optimizer = settings.optimizer()
     key = jax.random.key(settings.seed)
     init_key, border_key, data_key = jax.random.split(key, 3)
-    network = PFNTransformer(config, init_key)
+    network = PFNTransformer(config, init_key) if init is None else init.network
     opt_state = optimizer.init(eqx.filter(network, eqx.is_inexact_array))
     start_step, elapsed = 0, 0.0
 
@@ -285,102 +306,58 @@ def _train(prior, config, settings, out, prior_name, checkpoint_every, snapshot_
             network, opt_state = eqx.tree_deserialise_leaves(handle, (network, opt_state))
         start_step, elapsed = int(saved["step"]), float(saved["seconds"])
         logger.info("Resuming PFN training in %s at step %d.", out, start_step)
+    elif init is not None:
+        # Fine-tuning keeps the buckets the network's output layer was trained for.
+        borders = jnp.asarray(init.borders, jnp.float32)
     else:
         borders = jnp.asarray(prior_borders(prior, config, settings, border_key), jnp.float32)
 
-    def save_state(step_index: int, seconds: float) -> None:
+    def save_state(state, step_index: int, seconds: float) -> None:
         with_state = {**record, "step": step_index, "seconds": seconds, "borders": np.asarray(borders).tolist()}
-        _atomic_write(out / STATE_FILE, lambda f: eqx.tree_serialise_leaves(f, (network, opt_state)))
-        _atomic_write(out / SETTINGS_FILE, lambda f: f.write(json.dumps(with_state).encode()))
+        atomic_write(out / STATE_FILE, lambda f: eqx.tree_serialise_leaves(f, state))
+        atomic_write(out / SETTINGS_FILE, lambda f: f.write(json.dumps(with_state).encode()))
 
-    def finished_network(step_index: int, seconds: float) -> PriorFittedNetwork:
+    def finished_network(network, step_index: int, seconds: float) -> PriorFittedNetwork:
         info = {
             "prior_name": prior_name,
             "prior": record["prior"],
+            **({"init": record["init"]} if "init" in record else {}),
             "limits": {"max_features": config.max_features, "max_train_points": config.max_train_points},
             "training": {
                 **record["settings"],
                 "steps_done": step_index,
                 "seconds": round(seconds, 1),
-                "hardware": _hardware(),
+                "hardware": hardware_description(),
                 "parameters": count_parameters(network),
             },
         }
         return PriorFittedNetwork(network, borders, config, json.dumps(info, sort_keys=True))
 
-    history = open(out / HISTORY_FILE, "a", buffering=1)
-    if start_step == 0:
-        history.write("step,seconds,loss\n")
-    bar = _Progress(progress, settings.steps, start_step)
-    window: list[jax.Array] = []
-    clock = time.perf_counter()
-    step_index = start_step
-    try:
-        with bar:
-            while step_index < settings.steps:
-                network, opt_state, loss = _train_step(
-                    network, borders, opt_state, jax.random.fold_in(data_key, step_index), prior, config, settings
-                )
-                step_index += 1
-                window.append(loss)
-                if step_index % 50 == 0 or step_index == settings.steps:
-                    mean_loss = float(jnp.mean(jnp.stack(window)))
-                    window = []
-                    if not math.isfinite(mean_loss):
-                        raise FloatingPointError(
-                            f"PFN training loss became {mean_loss} at step {step_index}; lower learning_rate or "
-                            f"clip_norm. The last saved state in {out} is kept."
-                        )
-                    seconds = elapsed + time.perf_counter() - clock
-                    history.write(f"{step_index},{seconds:.2f},{mean_loss:.5f}\n")
-                    bar.update(step_index, mean_loss)
-                seconds = elapsed + time.perf_counter() - clock
-                if step_index % checkpoint_every == 0:
-                    save_state(step_index, seconds)
-                if snapshot_every and step_index % snapshot_every == 0:
-                    save_pfn(finished_network(step_index, seconds), out / "snapshots" / f"step-{step_index}")
-                if max_minutes is not None and seconds > 60.0 * max_minutes:
-                    logger.info("Stopping PFN training after %.1f minutes at step %d.", seconds / 60, step_index)
-                    break
-    finally:
-        history.close()
-    seconds = elapsed + time.perf_counter() - clock
-    save_state(step_index, seconds)
-    pfn = finished_network(step_index, seconds)
+    def step(state, step_index):
+        network, opt_state = state
+        network, opt_state, loss = _train_step(
+            network, borders, opt_state, jax.random.fold_in(data_key, step_index), prior, config, settings
+        )
+        return (network, opt_state), loss
+
+    def snapshot(state, step_index, seconds):
+        if snapshot_every and step_index % snapshot_every == 0:
+            save_pfn(finished_network(state[0], step_index, seconds), out / "snapshots" / f"step-{step_index}")
+
+    (network, opt_state), step_index, seconds = run_training(
+        step,
+        (network, opt_state),
+        out=out,
+        label="PFN",
+        start_step=start_step,
+        total_steps=settings.steps,
+        elapsed=elapsed,
+        checkpoint_every=checkpoint_every,
+        save_state=save_state,
+        max_minutes=max_minutes,
+        progress=progress,
+        after_step=snapshot,
+    )
+    pfn = finished_network(network, step_index, seconds)
     save_pfn(pfn, out)
     return pfn
-
-
-class _Progress:
-    """A rich progress bar over training steps showing the running loss, or nothing."""
-
-    def __init__(self, enabled: bool, total: int, completed: int):
-        self.enabled = enabled
-        self.total = total
-        self.completed = completed
-        self.progress = None
-        self.task = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("PFN training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TimeRemainingColumn(),
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("train", total=self.total, completed=self.completed, loss="-")
-        return self
-
-    def update(self, completed: int, loss: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=completed, loss=f"{loss:.4f}")
-
-    def __exit__(self, *exc_info):
-        if self.progress is not None:
-            self.progress.stop()
-        return False

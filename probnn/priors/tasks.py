@@ -71,11 +71,16 @@ class TaskBatch(NamedTuple):
         Noisy targets.
     num_features : int array of shape (B,)
         Number of used features of each dataset.
+    f : array of shape (B, L) or None
+        The noise-free function values behind ``y``, from priors built with
+        ``latent_targets=True``; ``None`` otherwise. A PFN trained on such a prior learns the
+        predictive of ``f`` at held-out inputs, what expected improvement needs.
     """
 
     x: Float[Array, "B L D"]
     y: Float[Array, "B L"]
     num_features: Int[Array, " B"]
+    f: Float[Array, "B L"] | None = None
 
 
 def _check_positive(value, name: str) -> float:
@@ -171,6 +176,22 @@ def _gaussian_draw(key, gram, noise_variance, jitter):
     factor = jnp.linalg.cholesky(cov)
     z = jax.random.normal(key, gram.shape[:-1], dtype=gram.dtype)
     return jnp.einsum("bij,bj->bi", factor, z)
+
+
+def _latent_and_noisy_draw(key, gram, noise_variance):
+    """Draw ``f ~ N(0, gram)`` and ``y = f + noise``; returns ``(f, y)``.
+
+    ``f`` comes from the symmetric eigendecomposition with negative eigenvalues clipped to
+    zero, because a float32 Cholesky factor of a smooth Gram matrix without noise fails.
+    The stream differs from :func:`_gaussian_draw`'s for the same key.
+    """
+    key_f, key_e = jax.random.split(key)
+    eigenvalues, eigenvectors = jnp.linalg.eigh(gram)
+    z = jax.random.normal(key_f, gram.shape[:-1], dtype=gram.dtype)
+    f = jnp.einsum("bij,bj->bi", eigenvectors, jnp.sqrt(jnp.maximum(eigenvalues, 0.0)) * z)
+    noise_sd = jnp.sqrt(jnp.asarray(noise_variance, gram.dtype))
+    noise = jax.random.normal(key_e, f.shape, dtype=gram.dtype)
+    return f, f + noise_sd[..., None] * noise
 
 
 class GPHyperparameters(NamedTuple):
@@ -281,6 +302,9 @@ class GPHyperTaskPrior(TaskPrior):
         :math:`\sigma_v`.
     noise_variance_range : (float, float)
         ``(a, b)``, bounds of the log-uniform relative noise variance.
+    latent_targets : bool
+        Also return the noise-free values ``f`` (:attr:`TaskBatch.f`), so that a PFN learns
+        to predict the function rather than a new noisy observation.
     """
 
     min_features: int = eqx.field(static=True)
@@ -289,6 +313,7 @@ class GPHyperTaskPrior(TaskPrior):
     lengthscale_log_sd: float = eqx.field(static=True)
     outputscale_log_sd: float = eqx.field(static=True)
     noise_variance_range: tuple = eqx.field(static=True)
+    latent_targets: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -299,6 +324,7 @@ class GPHyperTaskPrior(TaskPrior):
         lengthscale_log_sd: float = 0.6,
         outputscale_log_sd: float = 0.5,
         noise_variance_range=(1e-4, 0.1),
+        latent_targets: bool = False,
     ):
         if kernel not in _STATIONARY_KERNELS:
             raise ValueError(f"kernel must be one of {_STATIONARY_KERNELS}, got {kernel!r}.")
@@ -315,6 +341,7 @@ class GPHyperTaskPrior(TaskPrior):
         if self.lengthscale_log_sd < 0 or self.outputscale_log_sd < 0:
             raise ValueError("lengthscale_log_sd and outputscale_log_sd must be >= 0.")
         self.noise_variance_range = _check_range(noise_variance_range, "noise_variance_range")
+        self.latent_targets = bool(latent_targets)
 
     def sample_hyperparameters(self, key, batch_size: int) -> GPHyperparameters:
         """Return the per-dataset hyperparameters that :meth:`sample` draws with the same key."""
@@ -334,6 +361,9 @@ class GPHyperTaskPrior(TaskPrior):
         gram = jax.vmap(lambda xb, lb, vb: _stationary_gram(self.kernel, xb, lb, vb))(
             x, hyper.lengthscale, hyper.outputscale
         )
+        if self.latent_targets:
+            f, y = _latent_and_noisy_draw(key_y, gram, hyper.noise_variance)
+            return TaskBatch(x, y, hyper.num_features, f)
         y = _gaussian_draw(key_y, gram, hyper.noise_variance, _JITTER * hyper.outputscale)
         return TaskBatch(x, y, hyper.num_features)
 
@@ -510,11 +540,13 @@ def _tp_nngp_prior():
     return NNGPTaskPrior(scale_prior=dist.InverseGamma(2.0, 2.0))
 
 
-#: Named task priors. ``gp-rbf-1d`` and ``gp-hyper`` are the priors of the shipped PFN
-#: checkpoints.
+#: Named task priors. ``gp-rbf-1d``, ``gp-hyper`` and ``gp-hyper-bo`` are the priors of the
+#: shipped PFN checkpoints. ``gp-hyper-bo`` has less noise (BO objectives are often exact)
+#: and carries the noise-free values, which its PFN learns to predict.
 TASK_PRIORS = {
     "gp-rbf-1d": lambda: GPTaskPrior(kernel="rbf", lengthscale=0.2, outputscale=1.0, noise_variance=0.01),
     "gp-hyper": lambda: GPHyperTaskPrior(max_features=6),
+    "gp-hyper-bo": lambda: GPHyperTaskPrior(max_features=6, noise_variance_range=(1e-6, 1e-2), latent_targets=True),
     "bnn": lambda: BNNTaskPrior(max_features=6),
     "nngp": lambda: NNGPTaskPrior(),
     "tp-nngp": _tp_nngp_prior,

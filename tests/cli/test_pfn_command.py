@@ -62,3 +62,12 @@ def test_pfn_evaluate_missing_checkpoint(tmp_path, capsys):
     code = main(["pfn", "evaluate", "--checkpoint", str(tmp_path / "none")])
     assert code == 2
     assert "neither a shipped PFN" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pfn_train_fine_tunes_checkpoint(trained, tmp_path):
+    code = main(["pfn", "train", "--prior", "gp-rbf-1d", "--steps", "2", "--out", str(tmp_path),
+                 "--init-from", str(trained), "--no-progress"])
+    assert code == 0
+    record = json.loads((tmp_path / "config.json").read_text())
+    assert record["init"]["name"] == str(trained)

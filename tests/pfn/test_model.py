@@ -3,6 +3,7 @@
 import json
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -128,3 +129,49 @@ def test_pfn_config_rejects_bad_heads():
 def test_pfn_train_rejects_feature_mismatch(tmp_path):
     with pytest.raises(ValueError, match="max_features"):
         train_pfn(GPTaskPrior(num_features=2), PFNConfig(max_features=1), TrainSettings(steps=1), tmp_path)
+
+
+@pytest.mark.slow
+def test_pfn_loss_scores_function_values(tiny_hyper_pfn):
+    # With f in the batch the held-out targets are f, not y.
+    from probnn.pfn.train import pfn_loss
+    from probnn.priors.tasks import GPHyperTaskPrior
+
+    prior = GPHyperTaskPrior(max_features=3, latent_targets=True)
+    batch = prior.sample(jax.random.key(3), 4, 20)
+    mask = jnp.arange(20)[None, :] < 10
+    args = (tiny_hyper_pfn.network, tiny_hyper_pfn.borders, tiny_hyper_pfn.config)
+    on_f = pfn_loss(*args, batch, jnp.broadcast_to(mask, (4, 20)))
+    on_y = pfn_loss(*args, batch._replace(f=None), jnp.broadcast_to(mask, (4, 20)))
+    assert float(on_f) != float(on_y)
+
+
+@pytest.mark.slow
+def test_pfn_fine_tuning_starts_from_network(tiny_hyper_pfn, tmp_path):
+    from probnn.priors.tasks import GPHyperTaskPrior
+
+    prior = GPHyperTaskPrior(max_features=3, latent_targets=True)
+    settings = TrainSettings(steps=1, batch_size=4, learning_rate=1e-12, warmup_steps=0)
+    tuned = train_pfn(prior, tiny_hyper_pfn.config, settings, tmp_path, init=tiny_hyper_pfn, progress=False)
+    np.testing.assert_allclose(
+        np.asarray(tuned.network.head.weight), np.asarray(tiny_hyper_pfn.network.head.weight), atol=1e-6
+    )
+
+
+@pytest.mark.slow
+def test_pfn_fine_tuning_keeps_borders(tiny_hyper_pfn, tmp_path):
+    from probnn.priors.tasks import GPHyperTaskPrior
+
+    prior = GPHyperTaskPrior(max_features=3, latent_targets=True)
+    settings = TrainSettings(steps=1, batch_size=4, warmup_steps=0)
+    tuned = train_pfn(prior, tiny_hyper_pfn.config, settings, tmp_path, init=tiny_hyper_pfn, progress=False)
+    np.testing.assert_array_equal(np.asarray(tuned.borders), np.asarray(tiny_hyper_pfn.borders))
+
+
+@pytest.mark.slow
+def test_pfn_fine_tuning_rejects_other_config(tiny_hyper_pfn, tmp_path):
+    from probnn.priors.tasks import GPHyperTaskPrior
+
+    config = PFNConfig(max_features=3, max_train_points=15, d_model=16, num_layers=1, num_heads=2, d_ff=16, num_buckets=16)
+    with pytest.raises(ValueError, match="same config"):
+        train_pfn(GPHyperTaskPrior(max_features=3), config, TrainSettings(steps=1), tmp_path, init=tiny_hyper_pfn)

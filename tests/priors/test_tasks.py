@@ -87,6 +87,50 @@ def test_hyper_prior_variance_matches_hyperparameters():
     assert _mean_zero_check(standardized - 1.0)
 
 
+@functools.cache
+def _latent_batch():
+    prior = GPHyperTaskPrior(max_features=2, noise_variance_range=(1e-3, 1e-1), latent_targets=True)
+    key = jax.random.key(8)
+    return prior.sample(key, 4000, 12), prior.sample_hyperparameters(key, 4000)
+
+
+def test_latent_prior_returns_function_values():
+    batch, _ = _latent_batch()
+    assert batch.f.shape == batch.y.shape
+
+
+def test_noisy_prior_has_no_function_values():
+    assert _batch("gp-hyper").f is None
+
+
+def test_latent_prior_residual_variance_is_noise():
+    # (y - f)^2 / noise has mean one for each dataset's own noise variance.
+    batch, hyper = _latent_batch()
+    standardized = (batch.y - batch.f) ** 2 / hyper.noise_variance[:, None]
+    assert _mean_zero_check(standardized[:, 0] - 1.0)
+
+
+def test_latent_prior_function_variance_is_outputscale():
+    batch, hyper = _latent_batch()
+    standardized = batch.f[:, 0] ** 2 / hyper.outputscale
+    assert _mean_zero_check(standardized - 1.0)
+
+
+def test_latent_prior_covariance_matches_kernel():
+    # The first two points of each dataset: E[f_0 f_1 / v] is the RBF correlation at
+    # their scaled distance.
+    batch, hyper = _latent_batch()
+    x, f = np.asarray(batch.x), np.asarray(batch.f)
+    ell, v = np.asarray(hyper.lengthscale), np.asarray(hyper.outputscale)
+    r2 = np.sum(((x[:, 0] - x[:, 1]) / ell) ** 2, axis=-1)
+    assert _mean_zero_check(f[:, 0] * f[:, 1] / v - np.exp(-0.5 * r2))
+
+
+def test_bo_prior_draws_without_cholesky_failure():
+    # Noise down to 1e-6 of the output scale: the eigendecomposition draw stays finite.
+    assert bool(jnp.all(jnp.isfinite(_batch("gp-hyper-bo").f)))
+
+
 def test_bnn_prior_datasets_differ():
     batch = _batch("bnn")
     assert not bool(jnp.allclose(batch.y[0], batch.y[1]))
