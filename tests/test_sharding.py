@@ -100,6 +100,46 @@ def test_sharded_pfn_training_matches_one_device(tmp_path):
     np.testing.assert_allclose(sharded["head"], single["head"], atol=1e-4)
 
 
+NP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import equinox as eqx
+    import jax
+    import numpy as np
+    from probnn.np import NPConfig, NPTrainSettings, train_np
+    from probnn.sharding import batch_sharding
+
+    config = NPConfig(model=sys.argv[2], hidden=16, num_heads=2, encoder_depth=2, decoder_depth=2,
+                      self_attention_layers=1, num_pseudo_sets=3, pseudo_size=5)
+    settings = NPTrainSettings(steps=4, batch_size=8, warmup_steps=1, learning_rate=1e-2)
+    network = train_np(config, "rbf", settings, sys.argv[1], progress=False)
+    leaves = jax.tree_util.tree_leaves(eqx.filter(network.model, eqx.is_inexact_array))
+    flat = np.concatenate([np.asarray(leaf, dtype=np.float64).ravel() for leaf in leaves])
+    report = {"devices": len(jax.devices()), "split": batch_sharding(8) is not None}
+    print(json.dumps(report | {"parameters": flat.tolist()}))
+    """
+)
+
+
+def _tiny_np_parameters(out, devices, model):
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    result = subprocess.run([sys.executable, "-c", NP_SCRIPT, str(out), model], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["canp", "mpnp"])
+def test_sharded_np_training_matches_one_device(tmp_path, model):
+    # The 8 tasks of each batch are split 2 per device; MPNP's pseudo sets use the same
+    # per-task keys on either layout, so only float32 reduction order differs.
+    sharded = _tiny_np_parameters(tmp_path / "sharded", 4, model)
+    single = _tiny_np_parameters(tmp_path / "single", 1, model)
+    assert (sharded["devices"], sharded["split"], single["split"]) == (4, True, False)
+    np.testing.assert_allclose(sharded["parameters"], single["parameters"], atol=1e-4)
+
+
 @pytest.mark.slow
 def test_sharded_chains_match_single_device_run():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}

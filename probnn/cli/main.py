@@ -10,6 +10,7 @@ import sys
 from probnn import __version__
 from probnn.cli.bo_command import add_bo_parser, add_problems_parser, add_surrogates_parser
 from probnn.cli.fit_command import add_datasets_parser, add_fit_parser, add_models_parser
+from probnn.cli.np_command import add_np_parser
 from probnn.cli.pfn_command import add_pfn_parser
 from probnn.cli.study_command import add_study_parser
 
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Bayesian inference with neural-network priors: Bayesian optimization with NNGP, "
             "Student-t process and BNN surrogates (HMC, SGHMC, ensembles, Laplace, deep kernel "
             "learning, prior-fitted networks), surrogate studies, posterior predictive studies of scale "
-            "mixtures of NNGPs, and training of prior-fitted networks."
+            "mixtures of NNGPs, and training of prior-fitted networks and neural processes."
         ),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(subparsers)
     add_datasets_parser(subparsers)
     add_pfn_parser(subparsers)
+    add_np_parser(subparsers)
     return parser
 
 

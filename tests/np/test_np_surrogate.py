@@ -1,0 +1,130 @@
+"""NPModel.fit / posterior.predict: predictive types, checks of the data, empty contexts."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+
+from probnn.np import NPModel
+
+# Each model is trained and compiled once per session: about 40 s on two cores, so the
+# module runs with the slow tests.
+pytestmark = pytest.mark.slow
+
+RNG = np.random.default_rng(3)
+X = RNG.uniform(-2, 2, size=8)
+Y = np.sin(2 * X)
+X_NEW = np.linspace(-1.9, 1.9, 5)
+
+
+@pytest.fixture(scope="module")
+def cnp_posterior(trained):
+    return NPModel(trained["cnp"]).fit(X, Y)
+
+
+@pytest.fixture(scope="module")
+def mpnp_posterior(trained):
+    return NPModel(trained["mpnp"]).fit(X[:, None], Y, key=jax.random.key(4))
+
+
+def test_cnp_predicts_normal(cnp_posterior):
+    predictive = cnp_posterior.predict(X_NEW)
+    assert isinstance(predictive, dist.Normal)
+    assert predictive.batch_shape == (5,)
+
+
+def test_mpnp_predicts_mixture(mpnp_posterior):
+    predictive = mpnp_posterior.predict(X_NEW[:, None])
+    assert isinstance(predictive, dist.MixtureSameFamily)
+    assert predictive.batch_shape == (5,)
+    assert predictive.mixture_size == 3
+
+
+def test_mixture_mean_averages_components(mpnp_posterior):
+    # Equal weights 1/K: the mixture mean is the mean of the component means.
+    predictive = mpnp_posterior.predict(X_NEW)
+    component_means = predictive.component_distribution.mean
+    np.testing.assert_allclose(predictive.mean, component_means.mean(axis=-1), rtol=1e-5)
+
+
+def test_mixture_log_prob_closed_form(mpnp_posterior):
+    predictive = mpnp_posterior.predict(X_NEW)
+    value = jnp.asarray(np.cos(X_NEW), predictive.mean.dtype)
+    components = predictive.component_distribution
+    expected = jax.scipy.special.logsumexp(components.log_prob(value[:, None]), axis=-1) - np.log(3)
+    np.testing.assert_allclose(predictive.log_prob(value), expected, rtol=1e-5)
+
+
+def test_mpnp_posterior_is_deterministic(mpnp_posterior):
+    first = mpnp_posterior.predict(X_NEW).mean
+    second = mpnp_posterior.predict(X_NEW).mean
+    np.testing.assert_array_equal(first, second)
+
+
+def test_mpnp_key_changes_pseudo_sets(trained):
+    model = NPModel(trained["mpnp"])
+    first = model.fit(X, Y, key=jax.random.key(0)).pseudo_x
+    second = model.fit(X, Y, key=jax.random.key(1)).pseudo_x
+    assert float(jnp.max(jnp.abs(first - second))) > 1e-4
+
+
+def test_empty_context_predicts(trained):
+    for name in ("cnp", "mpnp"):
+        predictive = NPModel(trained[name]).fit(np.zeros((0, 1)), np.zeros(0)).predict(X_NEW)
+        assert bool(jnp.all(jnp.isfinite(predictive.mean)))
+
+
+def test_fit_pads_to_point_limit(cnp_posterior):
+    assert cnp_posterior.x_context.shape == (50, 1)
+    assert cnp_posterior.num_context == 8
+
+
+def test_model_loads_from_folder(trained_dirs, cnp_posterior):
+    posterior = NPModel(trained_dirs["cnp"]).fit(X, Y)
+    np.testing.assert_array_equal(posterior.predict(X_NEW).mean, cnp_posterior.predict(X_NEW).mean)
+
+
+def test_fit_rejects_nan_targets(trained):
+    y = Y.copy()
+    y[2] = np.nan
+    with pytest.raises(ValueError, match="y contains NaN"):
+        NPModel(trained["cnp"]).fit(X, y)
+
+
+def test_fit_rejects_two_dimensional_inputs(trained):
+    with pytest.raises(ValueError, match=r"must have shape \(n, 1\) or \(n,\)"):
+        NPModel(trained["cnp"]).fit(np.zeros((4, 2)), np.zeros(4))
+
+
+def test_fit_rejects_mismatched_targets(trained):
+    with pytest.raises(ValueError, match="one target per row of X"):
+        NPModel(trained["cnp"]).fit(X, Y[:5])
+
+
+def test_fit_rejects_too_many_points(trained):
+    with pytest.raises(ValueError, match="limit of 50 points"):
+        NPModel(trained["cnp"]).fit(np.zeros(51), np.zeros(51))
+
+
+def test_fit_warns_outside_range(trained):
+    with pytest.warns(UserWarning, match=r"outside the training range \[-2.0, 2.0\]"):
+        NPModel(trained["cnp"]).fit(X * 2, Y)
+
+
+def test_predict_warns_outside_range(cnp_posterior):
+    with pytest.warns(UserWarning, match="X_new has values in"):
+        cnp_posterior.predict(np.array([0.0, 3.5]))
+
+
+def test_fit_inside_range_silent(trained):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        NPModel(trained["cnp"]).fit(X, Y)
+
+
+def test_sample_functions_not_available(cnp_posterior):
+    with pytest.raises(NotImplementedError, match="not joint function samples"):
+        cnp_posterior.sample_functions(jax.random.key(0), X_NEW, 4)
