@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# Each script starts its own Python and compiles its model: about 70 s in all on two
+# cores, so the examples run with the slow tests.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.py"))
 
 

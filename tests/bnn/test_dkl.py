@@ -103,6 +103,7 @@ def test_training_increases_marginal_likelihood():
     assert float(model.log_marginal_likelihood(X, y)) > float(gp.log_marginal_likelihood()) + 3.0
 
 
+@pytest.mark.slow
 def test_step_function_fitted_better_than_rbf_gp():
     # Unconstrained warping (lipschitz=None) can stretch the input at the jump, but the
     # default bound 0.2 cannot. Over data seeds 0-7 the gain ranged from 0.2 to 1.9 nats
@@ -117,6 +118,7 @@ def test_step_function_fitted_better_than_rbf_gp():
     assert dkl_nll < gp_nll - 0.5
 
 
+@pytest.mark.slow
 def test_lipschitz_bound_limits_feature_distances():
     X, y = _smooth_data(n=12)
     posterior = DeepKernelGP().fit(X, y, key=jax.random.key(0))
@@ -229,6 +231,7 @@ def _run(loop, objective, total):
         loop.tell(x, objective(x))
 
 
+@pytest.mark.slow
 def test_bayesian_optimization_with_dkl_on_branin():
     compiles = []
 

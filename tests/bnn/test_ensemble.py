@@ -144,6 +144,7 @@ def test_warm_start_continues_from_members(data, posterior):
     assert distance > 0.05
 
 
+@pytest.mark.slow
 def test_bo_loop_on_branin():
     problem = get_problem("branin")
     loop = BayesianOptimization(problem.bounds, surrogate="ensemble", num_initial=10, seed=0)

@@ -159,6 +159,7 @@ def _run_loop(loop, problem, total):
         loop.tell(x, problem(x))
 
 
+@pytest.mark.slow
 def test_bo_loop_with_small_hmc_surrogate(monkeypatch):
     # The fixed-length HMC kernel compiles about four times faster than NUTS, which keeps
     # this unit test short. The registry's NUTS surrogate runs in the slow test below.

@@ -288,6 +288,7 @@ def test_sampled_network_shapes_and_warm_start(sampled_fit):
     assert np.all(np.isfinite(np.asarray(warm.predict(_test_inputs()).mean)))
 
 
+@pytest.mark.slow
 def test_two_sampled_layers_on_first_features():
     X, y = _smooth_data()
     model = PartiallySampledNetwork(

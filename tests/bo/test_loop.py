@@ -159,6 +159,7 @@ def test_invalid_settings_rejected():
         BayesianOptimization([[0.0, 1.0]], num_initial=0)
 
 
+@pytest.mark.slow
 def test_ucb_optimum_at_bound_keeps_working():
     """UCB on f(x) = x over [0, 1] keeps proposing x = 0; repeats must be replaced, not crash."""
     loop = BayesianOptimization([[0.0, 1.0]], surrogate="gp-rbf", acquisition="ucb", beta=0.0, num_initial=3, seed=0)

@@ -95,6 +95,7 @@ def test_gaussian_scale_mixture_moments():
 # -- the process ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", [NNGP(depth=2), RBF(lengthscale=0.7)])
 @pytest.mark.parametrize("alpha, beta, noise", [(2.5, 1.5, 0.05), (1.2, 0.3, 0.01), (8.0, 20.0, 0.5)])
 def test_inverse_gamma_mixture_reproduces_student_t_process(kernel, alpha, beta, noise):
@@ -120,6 +121,7 @@ def test_inverse_gamma_mixture_cdf_matches_student_t():
     np.testing.assert_allclose(mixture.predict(X_test).cdf(points), 0.9, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_importance_sampling_process_agrees_with_quadrature():
     X, y, X_test, y_test = make_data(seed=2)
     prior = BurrXII(2.0, 2.0)
@@ -196,6 +198,7 @@ def test_heavy_tails_beat_gaussian_on_outliers(seed):
     assert nll["burr"] < nll["gaussian"]
 
 
+@pytest.mark.slow
 def test_sample_functions_match_predictive_moments():
     X, y, X_test, _ = make_data(seed=4)
     posterior = ScaleMixtureProcess(NNGP(depth=2), BurrXII(3.0, 2.0), noise=0.05).condition(X, y)
