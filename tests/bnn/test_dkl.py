@@ -88,6 +88,7 @@ def test_warped_features_match_numpy_closed_form():
     np.testing.assert_allclose(predictive.scale, np.sqrt(variance) * scale_y, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_training_increases_marginal_likelihood():
     X, y = _step_data(n=30, seed=0)
     model, history = DeepKernelGP(lipschitz=None).train(X, y, key=jax.random.key(0))

@@ -103,6 +103,7 @@ def test_last_layer_equals_feature_blr(smooth_data):
     np.testing.assert_allclose(kron_posterior.predict(X_new, latent=True).variance, latent.variance, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_full_ggn_matches_dense_computation(smooth_data):
     """Woodbury-form variances and the eigenvalue-form evidence equal their dense ``P x P`` versions."""
     X, y, X_new = smooth_data

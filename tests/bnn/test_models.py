@@ -28,6 +28,7 @@ def test_prior_output_variance_matches_the_one_layer_formula():
         assert observed == pytest.approx(expected, rel=0.06)
 
 
+@pytest.mark.slow
 def test_plugin_likelihood_recovers_scale_offset_and_noise():
     rng = np.random.default_rng(0)
     X = jnp.asarray(rng.uniform(-2, 2, size=(80, 1)))

@@ -173,6 +173,7 @@ def test_ucb_optimum_at_bound_keeps_working():
     assert any("repeats an evaluated input" in message for message in loop.messages)
 
 
+@pytest.mark.slow
 def test_no_recompilation_within_bucket():
     compiles = []
 
@@ -192,6 +193,7 @@ def test_no_recompilation_within_bucket():
     assert compiles == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("acquisition", ["logei", "pi", "ucb", "ts"])
 def test_each_acquisition_improves_branin(acquisition):
     problem = get_problem("branin")

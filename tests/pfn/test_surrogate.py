@@ -42,6 +42,7 @@ def test_pfn_acquisition_optimum_inside_cube(posterior, kind):
     assert np.all((candidates.X >= 0.0) & (candidates.X <= 1.0))
 
 
+@pytest.mark.slow
 def test_pfn_acquisition_values_finite(posterior):
     params = _AcquisitionParams(posterior, jnp.asarray(Y.min()), jnp.asarray(2.0), kind="logei")
     values = _acquisition_values(params, jnp.asarray(RNG.uniform(size=(16, 2))))

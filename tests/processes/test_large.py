@@ -32,6 +32,7 @@ def processes(dim):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gaussian", "student-t", "burr"])
 def test_sparse_at_training_inputs_is_exact(name):
     # With Z = X, Q = K up to the inducing jitter of 1e-6 of the mean diagonal, so the bound

@@ -221,6 +221,7 @@ def test_scale_posterior_concentrates_with_data():
     assert float(jnp.sqrt(log_scale.variance)) < 0.15
 
 
+@pytest.mark.slow
 def test_validation_grid_picks_a_sensible_noise():
     rng = np.random.default_rng(0)
     X = rng.uniform(-1.0, 1.0, (120, 1))
