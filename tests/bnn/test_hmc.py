@@ -108,6 +108,7 @@ def test_hmc_posterior_diagnostics(hmc_posterior):
     assert np.all(np.isfinite(np.asarray(hmc_posterior.noise)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hmc", "sgmcmc"])
 def test_warm_start_second_fit(name, hmc_posterior, sgmcmc_posterior, data):
     first = hmc_posterior if name == "hmc" else sgmcmc_posterior
@@ -130,6 +131,7 @@ def test_warm_start_second_fit(name, hmc_posterior, sgmcmc_posterior, data):
     assert not all(np.array_equal(a, b) for a, b in zip(previous, current))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hmc", "sgmcmc"])
 def test_no_recompilation_within_bucket(name, hmc_posterior, sgmcmc_posterior):
     model = (hmc_posterior if name == "hmc" else sgmcmc_posterior).model

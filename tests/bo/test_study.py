@@ -56,6 +56,7 @@ def _snapshot(folder):
     return {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
+@pytest.mark.slow
 def test_summary_matches_run_folders(study):
     out, summary = study
     assert summary == json.loads((out / "summary.json").read_text())
@@ -80,6 +81,7 @@ def test_summary_matches_run_folders(study):
         assert cell["median_seconds_per_iteration"] == pytest.approx(np.median(timings))
 
 
+@pytest.mark.slow
 def test_results_store_every_iteration_time(study):
     out, _ = study
     for surrogate in SURROGATE_NAMES:
@@ -88,6 +90,7 @@ def test_results_store_every_iteration_time(study):
         assert results["median_seconds_per_iteration"] == pytest.approx(np.median(results["iteration_seconds"]), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_table_rows_sorted_by_median_regret(study):
     out, _ = study
     table = (out / "table.md").read_text()
@@ -105,6 +108,7 @@ def test_table_rows_sorted_by_median_regret(study):
     assert order == sorted(SURROGATE_NAMES, key=medians.get)
 
 
+@pytest.mark.slow
 def test_plot_is_valid_png(study):
     out, _ = study
     image = matplotlib.image.imread(out / "branin.png")
@@ -115,6 +119,7 @@ def test_plot_is_valid_png(study):
     assert np.unique(image.reshape(-1, image.shape[2]), axis=0).shape[0] > 10
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_runs(study, capsys):
     out, _ = study
     before = _snapshot(out / "runs")
@@ -125,6 +130,7 @@ def test_rerun_skips_finished_runs(study, capsys):
     assert "| gp-rbf |" in printed
 
 
+@pytest.mark.slow
 def test_summarize_rebuilds_outputs(study, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(study[0], copy)
@@ -137,6 +143,7 @@ def test_summarize_rebuilds_outputs(study, tmp_path, capsys):
     assert "## branin" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_partial_run_resumed_to_completion(study, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(study[0], out)

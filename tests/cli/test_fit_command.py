@@ -27,6 +27,7 @@ def write_one_dimensional_csv(path, n=40, seed=0):
     return path
 
 
+@pytest.mark.slow
 def test_fit_writes_metrics_table_and_plots(tmp_path):
     data = write_one_dimensional_csv(tmp_path / "data.csv")
     out = tmp_path / "study"

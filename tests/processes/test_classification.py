@@ -279,6 +279,7 @@ def sparse_fits(digits):
     return {"gaussian": fit_sparse(digits, None, 0), "inverse_gamma": fit_sparse(digits, scale_prior(), 0)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gaussian", "inverse_gamma"])
 def test_sparse_digits_accuracy(digits, sparse_fits, name):
     _, _, X_test, y_test = digits
@@ -291,6 +292,7 @@ def test_sparse_digits_accuracy(digits, sparse_fits, name):
     assert nll <= 0.25  # measured 0.153 and 0.156
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gaussian", "inverse_gamma"])
 def test_sparse_elbo_trace_increases(sparse_fits, name):
     posterior = sparse_fits[name]
@@ -302,6 +304,7 @@ def test_sparse_elbo_trace_increases(sparse_fits, name):
     assert trace[-50:].mean() > trace[:50].mean() + 1000.0
 
 
+@pytest.mark.slow
 def test_sparse_full_data_elbo_increases(digits, sparse_fits):
     """The fitted ELBO on all training images beats that of the initial variational posterior."""
     X_train, y_train, _, _ = digits
@@ -311,6 +314,7 @@ def test_sparse_full_data_elbo_increases(digits, sparse_fits):
     assert trained_elbo > initial.elbo(X_train, y_train, num_samples=8) + 1000.0
 
 
+@pytest.mark.slow
 def test_sparse_scale_posterior_moves_from_prior(sparse_fits):
     """q(s) is fitted: its KL from the prior is positive and it is narrower than the prior."""
     posterior = sparse_fits["inverse_gamma"]
@@ -320,6 +324,7 @@ def test_sparse_scale_posterior_moves_from_prior(sparse_fits):
     assert sparse_fits["gaussian"].scale_posterior() is None
 
 
+@pytest.mark.slow
 def test_sparse_default_key_repeats(digits, sparse_fits):
     _, _, X_test, _ = digits
     posterior = sparse_fits["inverse_gamma"]
@@ -352,6 +357,7 @@ def noisy_metrics(digits, fits, seed):
     return {name: classification_metrics(fit.predict_proba(X_noisy), y_test) for name, fit in fits.items()}
 
 
+@pytest.mark.slow
 def test_sparse_heavy_tail_not_worse_on_noise(digits, sparse_fits):
     metrics = noisy_metrics(digits, sparse_fits, 0)
 
