@@ -101,7 +101,7 @@ class PFNPosterior(eqx.Module):
         A network predicts one of two things, fixed by its training
         (:attr:`PriorFittedNetwork.predicts_latent`): noisy targets (``gp-rbf-1d``,
         ``gp-hyper``) or the noise-free function (``gp-hyper-bo``). ``latent`` does not
-        change the result. The BO loop asks for the function, so it uses ``gp-hyper-bo``,
+        change the result. The BO loop requests the function, so it uses ``gp-hyper-bo``,
         whose spread shrinks at the observed inputs.
         """
         del latent

@@ -8,8 +8,8 @@ import pytest
 from probnn.priors.np_tasks import NP_TASKS, GPNPTask, LotkaVolterraNPTask, make_np_task
 
 
-# Each family's sampler compiles in 3 to 7 s; rbf stays in the default suite, and the
-# kernels of the others are checked by the slow test_gp_covariance_matches_kernel.
+# Each family's sampler compiles in 3 to 7 s, so only rbf stays in the default suite.
+# The slow test_gp_covariance_matches_kernel checks the kernels of the others.
 FAST_TASKS = ["rbf"]
 SLOW_TASKS = [pytest.param(name, marks=pytest.mark.slow) for name in sorted(set(NP_TASKS) - set(FAST_TASKS))]
 
