@@ -43,6 +43,7 @@ __all__ = [
     "Problem",
     "ackley",
     "branin",
+    "forrester",
     "get_problem",
     "hartmann3",
     "hartmann6",
@@ -218,6 +219,33 @@ def _as_points(x, name: str, dim: int | None = None) -> np.ndarray:
             f"d = {dim}, so the last axis must have length {dim}."
         )
     return points
+
+
+def forrester(x) -> np.ndarray:
+    r"""Evaluate the Forrester function, a 1-d test function with one local minimum besides the global one.
+
+    .. math::
+
+        f(x) = (6x - 2)^2 \sin(12x - 4),
+
+    on :math:`x \in [0, 1]`. The global minimum is :math:`-6.020740` at
+    :math:`x \approx 0.757249`; a local minimum of about :math:`-0.986` lies near
+    :math:`x = 0.143`.
+
+    Parameters
+    ----------
+    x : array_like, shape (..., 1)
+
+    Returns
+    -------
+    numpy.ndarray, shape (...)
+
+    References
+    ----------
+    Forrester, Sobester and Keane, "Engineering Design via Surrogate Modelling", Wiley, 2008.
+    """
+    points = _as_points(x, "forrester", dim=1)[..., 0]
+    return (6.0 * points - 2.0) ** 2 * np.sin(12.0 * points - 4.0)
 
 
 def branin(x) -> np.ndarray:
@@ -511,6 +539,23 @@ def michalewicz(x, m: float = 10.0) -> np.ndarray:
 
 def _default_names(dim: int) -> tuple[str, ...]:
     return tuple(f"x{i}" for i in range(1, dim + 1))
+
+
+# Refined with scipy.optimize.minimize_scalar (bounded, xatol 1e-12) on [0.7, 0.8].
+_FORRESTER_MINIMIZER = 0.7572487585232999
+_FORRESTER_MINIMUM = -6.0207400557670825
+
+
+def _make_forrester(dim: int, seed: int) -> Problem:
+    return Problem(
+        name="forrester",
+        bounds=np.array([[0.0, 1.0]]),
+        objective=forrester,
+        optimum=_FORRESTER_MINIMUM,
+        optimizers=np.array([[_FORRESTER_MINIMIZER]]),
+        parameter_names=_default_names(1),
+        description="Forrester function (6x - 2)^2 sin(12x - 4) on [0, 1], 1-d, global minimum -6.020740",
+    )
 
 
 def _make_branin(dim: int, seed: int) -> Problem:
@@ -866,6 +911,7 @@ _REGISTRY: dict[str, _RegistryEntry] = {
     "rosenbrock": _RegistryEntry(_make_rosenbrock, default_dim=2, variable_dim=True, min_dim=2),
     "styblinski_tang": _RegistryEntry(_make_styblinski_tang, default_dim=2, variable_dim=True),
     "michalewicz": _RegistryEntry(_make_michalewicz, default_dim=2, variable_dim=True),
+    "forrester": _RegistryEntry(_make_forrester, default_dim=1),
     "svr-diabetes": _RegistryEntry(_make_svr_diabetes, default_dim=3),
     "svc-digits": _RegistryEntry(_make_svc_digits, default_dim=2),
     "gbr-diabetes": _RegistryEntry(_make_gbr_diabetes, default_dim=3),

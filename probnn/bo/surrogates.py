@@ -131,6 +131,22 @@ def _pfn(dim: int):
     return model
 
 
+#: The shipped MPNP behind the ``mpnp`` surrogate, trained on 1-d RBF Gaussian process tasks.
+MPNP_CHECKPOINT = "mpnp-rbf"
+
+
+def _mpnp(dim: int):
+    """Load the shipped MPNP for 1-d problems: unit interval mapped to its inputs, standardised targets."""
+    from probnn.np import NPModel
+
+    if dim != 1:
+        raise ValueError(
+            f"The mpnp surrogate handles 1-d problems only (its network was trained on 1-d tasks), got {dim} "
+            "inputs; choose a 1-d problem such as forrester, or another surrogate."
+        )
+    return NPModel(MPNP_CHECKPOINT, x_bounds=(0.0, 1.0), standardize=True)
+
+
 SURROGATES: dict[str, Callable[[int], object] | None] = {
     "tp-nngp": _tp_nngp,
     "gp-nngp": _gp_nngp,
@@ -145,6 +161,7 @@ SURROGATES: dict[str, Callable[[int], object] | None] = {
     "partial": _partial,
     "partial-hmc": _partial_hmc,
     "pfn": _pfn,
+    "mpnp": _mpnp,
     "random": None,
 }
 
@@ -162,6 +179,7 @@ SURROGATE_DESCRIPTIONS = {
     "partial": "tanh MLP (50, 50) trained on squared error with a Bayesian last layer (normal-inverse-gamma), Student-t predictive",
     "partial-hmc": "tanh MLP (50, 50) body trained on squared error; NUTS over the readout weights and the noise (4 chains x 200 draws, warm-started)",
     "pfn": "prior-fitted transformer trained on a GP prior with hyperpriors to predict the noise-free function (up to 6 inputs, 60 evaluations); bar-distribution predictive",
+    "mpnp": "martingale posterior neural process trained on 1-d RBF GP tasks (1-d problems, up to 50 evaluations); mixture over generated pseudo context sets, Thompson draws from fresh ones",
     "random": "uniform random search (baseline, no model)",
 }
 
@@ -172,11 +190,16 @@ MARGINAL_ONLY = frozenset({"pfn"})
 
 def surrogate_limit(name: str) -> int | None:
     """Return the maximum number of evaluations the named surrogate conditions on, or None without a limit."""
-    if name.lower() != "pfn":
-        return None
-    from probnn.pfn.network import load_pfn
+    key = name.lower()
+    if key == "pfn":
+        from probnn.pfn.network import load_pfn
 
-    return load_pfn(PFN_CHECKPOINT).config.max_train_points
+        return load_pfn(PFN_CHECKPOINT).config.max_train_points
+    if key == "mpnp":
+        from probnn.np.network import load_np
+
+        return int(load_np(MPNP_CHECKPOINT).limits["max_points"])
+    return None
 
 
 def make_surrogate(name: str, dim: int):

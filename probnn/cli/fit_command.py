@@ -209,6 +209,7 @@ def fit_and_evaluate(
 
     from probnn.data import standardize
     from probnn.metrics import calibration_curve, regression_metrics
+    from probnn.np import NPModel
     from probnn.processes.large import choose_approximation, default_fit_points, fit_large
     from probnn.processes.registry import make_regression_model
 
@@ -220,10 +221,16 @@ def fit_and_evaluate(
     method = choose_approximation(X_train.shape[0], approximation)
     if max_fit_points is None:
         max_fit_points = default_fit_points(method)
-    posterior = fit_large(
-        model, X_train_std, y_train, key=key, approximation=method, num_inducing=num_inducing,
-        inducing_init=inducing_init, max_fit_points=max_fit_points, seed=seed,
-    )
+    if isinstance(model, NPModel):
+        # A trained neural process conditions in one forward pass; it has nothing to fit and
+        # takes a subset of at most its point limit.
+        posterior = model.fit(X_train_std, y_train, key=key)
+        method, max_fit_points = "neural-process", posterior.num_context
+    else:
+        posterior = fit_large(
+            model, X_train_std, y_train, key=key, approximation=method, num_inducing=num_inducing,
+            inducing_init=inducing_init, max_fit_points=max_fit_points, seed=seed,
+        )
     predictive = posterior.predict(X_test_std)
     jax.block_until_ready(predictive.mean)
     seconds = time.perf_counter() - start

@@ -35,8 +35,8 @@ def add_np_parser(subparsers) -> None:
     train.add_argument("--learning-rate", type=float, default=5e-4, help="AdamW peak learning rate (default 5e-4)")
     train.add_argument("--warmup", type=int, default=1000, help="linear warm-up steps (default 1000)")
     train.add_argument("--hidden", type=int, default=128, help="width of every layer (default 128)")
-    train.add_argument("--pseudo-sets", type=int, default=10, help="MPNP: pseudo context sets K (default 10)")
-    train.add_argument("--pseudo-size", type=int, default=20, help="MPNP: points per pseudo context set (default 20)")
+    train.add_argument("--pseudo-sets", type=int, default=5, help="MPNP: pseudo context sets K (default 5)")
+    train.add_argument("--pseudo-size", type=int, default=10, help="MPNP: points per pseudo context set (default 10)")
     train.add_argument("--pseudo-weight", type=float, default=0.1, help="MPNP: weight of the pseudo data term (default 0.1)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=int, default=1000, help="steps between saved training states")
@@ -54,6 +54,28 @@ def add_np_parser(subparsers) -> None:
     evaluate.add_argument("--seed", type=int, default=12345, help="seed of the held-out tasks")
     evaluate.add_argument("--out", type=Path, default=None, help="write the figures as JSON to this file")
     evaluate.set_defaults(handler=run_np_evaluate)
+
+    compare = commands.add_parser(
+        "compare",
+        help="Score several neural processes on the same held-out tasks of several families; table and plots.",
+        description=(
+            "Score each checkpoint on the same held-out tasks of each task family and write compare.json, "
+            "table.md (with paired differences to --reference) and, for each GP family, predictions_TASK.png: "
+            "one row of 1-d predictions per checkpoint beside the exact GP posterior."
+        ),
+    )
+    compare.add_argument(
+        "--checkpoints", required=True,
+        help="comma-separated shipped names or training folders; LABEL=PATH sets the label (default: the name)",
+    )
+    compare.add_argument("--tasks", default="rbf,matern,periodic,t-noise", help="comma-separated task families")
+    compare.add_argument("--num-tasks", type=int, default=5000, help="held-out tasks per family (default 5000)")
+    compare.add_argument("--seed", type=int, default=12345, help="seed of the held-out tasks (default 12345)")
+    compare.add_argument("--reference", default=None, help="label for the paired differences (default: none)")
+    compare.add_argument("--out", type=Path, required=True, help="output folder")
+    compare.add_argument("--no-plots", action="store_true", help="skip the prediction plots")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bar")
+    compare.set_defaults(handler=run_np_compare)
 
     listing = commands.add_parser("list", help="List the neural process checkpoints shipped with probnn.")
     listing.set_defaults(handler=run_np_list)
@@ -128,6 +150,53 @@ def run_np_evaluate(args) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2))
         logger.info("Wrote %s", args.out)
+    return 0
+
+
+def _labelled_checkpoints(value: str) -> dict[str, str]:
+    checkpoints = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        label, _, path = item.rpartition("=")
+        label = label or Path(path).name
+        if label in checkpoints:
+            raise ValueError(f"--checkpoints names the label {label!r} twice; give LABEL=PATH to tell them apart.")
+        checkpoints[label] = path
+    if not checkpoints:
+        raise ValueError("--checkpoints is empty; pass at least one checkpoint name or folder.")
+    return checkpoints
+
+
+def run_np_compare(args) -> int:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from probnn.np.compare import compare_np, comparison_table
+    from probnn.np.plots import plot_np_predictions
+    from probnn.priors.np_tasks import GPNPTask, make_np_task
+
+    check_positive(args.num_tasks, "--num-tasks")
+    checkpoints = _labelled_checkpoints(args.checkpoints)
+    tasks = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    result = compare_np(
+        checkpoints, tasks, num_tasks=args.num_tasks, seed=args.seed, reference=args.reference,
+        progress=not args.no_progress,
+    )
+    result["checkpoints"] = checkpoints
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "compare.json").write_text(json.dumps(result, indent=2))
+    table = comparison_table(result)
+    (args.out / "table.md").write_text(table)
+    Console().print(Markdown(table))
+    if not args.no_plots:
+        for task in tasks:
+            if isinstance(make_np_task(task), GPNPTask):
+                path = args.out / f"predictions_{task}.png"
+                plot_np_predictions(checkpoints, path, task=task, seed=args.seed)
+                logger.info("Wrote %s", path)
+    print(f"Wrote compare.json and table.md to {args.out}.")
     return 0
 
 

@@ -46,8 +46,7 @@ __all__ = [
 
 MODEL_NAMES = ("cnp", "canp", "mpnp")
 
-#: Bound of the pseudo inputs: the generator's inputs are ``PSEUDO_X_BOUND * tanh(.)``,
-#: inside the tasks' input domain ``[-2, 2]``.
+#: Pseudo inputs are uniform on ``[-PSEUDO_X_BOUND, PSEUDO_X_BOUND]``, the tasks' input domain.
 PSEUDO_X_BOUND = 2.0
 
 
@@ -78,8 +77,8 @@ class NPConfig:
     decoder_depth: int = 3
     self_attention_layers: int = 2
     num_heads: int = 8
-    num_pseudo_sets: int = 10
-    pseudo_size: int = 20
+    num_pseudo_sets: int = 5
+    pseudo_size: int = 10
 
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
@@ -241,38 +240,41 @@ class CANP(eqx.Module):
 
 
 class PseudoContextGenerator(eqx.Module):
-    r"""Generator of one pseudo context set from noise, given the context.
+    r"""Generator of the outputs of one pseudo context set, given its inputs and the context.
 
     An induced set attention block whose inducing points are the context representations
-    :math:`R` (with the null token): :math:`H = \mathrm{MAB}(R, E)` and
-    :math:`\mathrm{MAB}(E, H)`, where the rows of :math:`E` are i.i.d. standard normal
-    noise vectors, one per pseudo point. A linear head maps each row to a pseudo input
-    :math:`x' = 2\tanh(a)` in ``[-2, 2]`` and a pseudo output :math:`y'`. The map is
-    permutation equivariant in the rows of :math:`E` and invariant to the order of the
-    context, so the pseudo points are exchangeable given the context.
+    :math:`R` (with the null token). Each pseudo point enters as the row
+    :math:`e_j = arepsilon_j + u(x'_j)`: i.i.d. standard normal noise plus an encoding
+    of its input. The block computes :math:`H = \mathrm{MAB}(R, E)` and
+    :math:`\mathrm{MAB}(E, H)`, and a linear head maps each row to a pseudo output
+    :math:`y'_j`. The map is permutation equivariant in the rows of :math:`E` and invariant
+    to the order of the context, so for i.i.d. pseudo inputs the pseudo points are
+    exchangeable given the context.
     """
 
     encoder: eqx.nn.MLP
+    input_encoder: eqx.nn.MLP
     induce: AttentionBlock
     read_out: AttentionBlock
     head: eqx.nn.Linear
     null: Float[Array, " d"]
 
     def __init__(self, config: NPConfig, key):
-        key_e, key_i, key_r, key_h, key_n = jax.random.split(key, 5)
+        key_e, key_u, key_i, key_r, key_h, key_n = jax.random.split(key, 6)
         self.encoder = _mlp(2, config.hidden, config.hidden, config.encoder_depth, key_e)
+        self.input_encoder = _mlp(1, config.hidden, config.hidden, 2, key_u)
         self.induce = AttentionBlock(config.hidden, config.num_heads, key_i)
         self.read_out = AttentionBlock(config.hidden, config.num_heads, key_r)
-        self.head = eqx.nn.Linear(config.hidden, 2, key=key_h)
+        self.head = eqx.nn.Linear(config.hidden, 1, key=key_h)
         self.null = 0.1 * jax.random.normal(key_n, (config.hidden,))
 
-    def __call__(self, noise: Float[Array, "P d"], x_ctx, y_ctx, ctx_mask) -> tuple[Array, Array]:
-        """Pseudo inputs ``(P, 1)`` and outputs ``(P,)`` for noise rows ``(P, hidden)``."""
+    def __call__(self, noise: Float[Array, "P d"], x_pseudo: Float[Array, "P 1"], x_ctx, y_ctx, ctx_mask) -> Array:
+        """Pseudo outputs ``(P,)`` at the pseudo inputs ``(P, 1)``, for noise rows ``(P, hidden)``."""
         x_ctx, y_ctx = _clean_context(x_ctx, y_ctx, ctx_mask)
         representations, mask = _with_null(self.null, jax.vmap(self.encoder)(_pairs(x_ctx, y_ctx)), ctx_mask)
-        induced = self.induce(representations, noise, None)
-        out = jax.vmap(self.head)(self.read_out(noise, induced, mask))
-        return PSEUDO_X_BOUND * jnp.tanh(out[:, :1]), out[:, 1]
+        rows = noise + jax.vmap(self.input_encoder)(x_pseudo.astype(noise.dtype))
+        induced = self.induce(representations, rows, None)
+        return jax.vmap(self.head)(self.read_out(rows, induced, mask))[:, 0]
 
 
 class MPNP(eqx.Module):
@@ -290,12 +292,26 @@ class MPNP(eqx.Module):
         self.num_pseudo_sets = config.num_pseudo_sets
         self.pseudo_size = config.pseudo_size
 
-    def pseudo_contexts(self, key, x_ctx, y_ctx, ctx_mask) -> tuple[Float[Array, "K P 1"], Float[Array, "K P"]]:
-        """Draw ``K`` pseudo context sets of ``pseudo_size`` points given the context."""
+    def pseudo_contexts(
+        self, key, x_ctx, y_ctx, ctx_mask, num_sets: int | None = None
+    ) -> tuple[Float[Array, "K P 1"], Float[Array, "K P"]]:
+        """Draw ``num_sets`` (default ``K``) pseudo context sets of ``pseudo_size`` points given the context.
+
+        Pseudo inputs are i.i.d. uniform on ``[-PSEUDO_X_BOUND, PSEUDO_X_BOUND]``, the input
+        distribution of the task families, and the generator draws the outputs. The sets
+        are i.i.d. given the context, so any number of them can be drawn from a model
+        trained with ``K``.
+        """
         hidden = self.backbone.null_key.shape[0]
         dtype = self.backbone.null_key.dtype
-        noise = jax.random.normal(key, (self.num_pseudo_sets, self.pseudo_size, hidden), dtype)
-        return jax.vmap(self.generator, in_axes=(0, None, None, None))(noise, x_ctx, y_ctx, ctx_mask)
+        num_sets = self.num_pseudo_sets if num_sets is None else num_sets
+        key_x, key_noise = jax.random.split(key)
+        pseudo_x = jax.random.uniform(
+            key_x, (num_sets, self.pseudo_size, 1), dtype, minval=-PSEUDO_X_BOUND, maxval=PSEUDO_X_BOUND
+        )
+        noise = jax.random.normal(key_noise, (num_sets, self.pseudo_size, hidden), dtype)
+        pseudo_y = jax.vmap(self.generator, in_axes=(0, 0, None, None, None))(noise, pseudo_x, x_ctx, y_ctx, ctx_mask)
+        return pseudo_x, pseudo_y
 
     def predict_with_pseudo(self, x_ctx, y_ctx, ctx_mask, pseudo_x, pseudo_y, x_tgt) -> tuple[Array, Array]:
         """Means and standard deviations ``(K, M)`` given the context joined with each pseudo set."""

@@ -29,9 +29,13 @@ MODEL_FILE = "model.eqx"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FORMAT = "probnn-np-1"
 
-#: Checkpoints that ship inside the package (``probnn/np/checkpoints/NAME``), by name.
-#: None ships yet.
-SHIPPED_NP_CHECKPOINTS: dict[str, str] = {}
+#: Checkpoints that ship inside the package (``probnn/np/checkpoints/NAME``), by name. All
+#: three had the same budget: 5,000 steps of 50 tasks from the ``rbf`` family.
+SHIPPED_NP_CHECKPOINTS: dict[str, str] = {
+    "cnp-rbf": "conditional neural process trained on 1-d RBF Gaussian process tasks",
+    "canp-rbf": "conditional attentive neural process trained on 1-d RBF Gaussian process tasks",
+    "mpnp-rbf": "martingale posterior neural process (K = 5 pseudo sets of 10 points) trained on 1-d RBF GP tasks",
+}
 
 #: Limits of the task families every model here is trained on.
 DEFAULT_LIMITS = {"x_range": list(NP_X_RANGE), "max_points": 50}

@@ -25,6 +25,23 @@ def _scale_mixture(prior_factory):
     return build
 
 
+def _neural_process(checkpoint: str):
+    def build(dim: int, **settings):
+        # A neural process has no hyperparameters, so the fitting settings do not apply.
+        del settings
+        from probnn.np import NPModel
+
+        if dim != 1:
+            raise ValueError(
+                f"The neural process {checkpoint} takes 1-d inputs (it was trained on 1-d tasks), but the data "
+                f"has {dim} features; choose a process model for this dataset."
+            )
+        # Inputs arrive standardised, so most of them fall in the network's range [-2, 2].
+        return NPModel(checkpoint, standardize=True, subsample=True)
+
+    return build
+
+
 #: name -> (constructor taking the input dimension and process settings, description)
 REGRESSION_MODELS: dict[str, tuple[Callable, str]] = {
     "gp-nngp": (
@@ -62,6 +79,19 @@ REGRESSION_MODELS: dict[str, tuple[Callable, str]] = {
     "gp-matern": (
         lambda dim, **settings: GaussianProcess(Matern52().with_input_dim(dim), **settings),
         "Gaussian process with an ARD Matern-5/2 kernel",
+    ),
+    "mpnp": (
+        _neural_process("mpnp-rbf"),
+        "martingale posterior neural process trained on 1-d RBF GP tasks (1-d data; at most 50 points, "
+        "a random subset of larger training sets)",
+    ),
+    "canp": (
+        _neural_process("canp-rbf"),
+        "conditional attentive neural process trained on 1-d RBF GP tasks (1-d data, at most 50 points)",
+    ),
+    "cnp": (
+        _neural_process("cnp-rbf"),
+        "conditional neural process trained on 1-d RBF GP tasks (1-d data, at most 50 points)",
     ),
 }
 

@@ -36,6 +36,7 @@ SYNTHETIC_NAMES = [
     "michalewicz2",
     "michalewicz5",
     "michalewicz10",
+    "forrester",
 ]
 
 SKLEARN_NAMES = ["svr-diabetes", "svc-digits", "gbr-diabetes"]
@@ -119,6 +120,8 @@ def test_objective_accepts_batches(name):
         ("levy2", [-1.0, 1.0], 1.0 + 0.25 * (1.0 + 10.0 * np.cos(1.0) ** 2)),
         ("branin", [0.0, 0.0], 36.0 + 10.0 * (1.0 - 1.0 / (8.0 * np.pi)) + 10.0),
         ("michalewicz2", [np.pi / 2, np.pi / 2], -(np.sin(np.pi / 4) ** 20 + 1.0)),
+        # (6 * 0.5 - 2)^2 sin(12 * 0.5 - 4) = sin 2.
+        ("forrester", [0.5], np.sin(2.0)),
     ],
 )
 def test_values_at_hand_computed_points(name, point, expected):
@@ -147,6 +150,7 @@ def test_literature_optima():
     assert get_problem("michalewicz5").optimum == pytest.approx(-4.687658, abs=1e-6)
     assert get_problem("michalewicz10").optimum == pytest.approx(-9.66015, abs=1e-5)
     assert get_problem("branin").optimizers.shape == (3, 2)
+    assert get_problem("forrester").optimum == pytest.approx(-6.02074, abs=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -189,6 +193,7 @@ def test_list_problems_names():
         "rosenbrock2",
         "styblinski_tang2",
         "michalewicz2",
+        "forrester",
         "svr-diabetes",
         "svc-digits",
         "gbr-diabetes",

@@ -50,6 +50,29 @@ def test_np_train_unknown_task(tmp_path, capsys):
     assert "rbf" in capsys.readouterr().err
 
 
-def test_np_list_without_checkpoints(capsys):
+def test_np_list_names_shipped_checkpoints(capsys):
     assert main(["np", "list"]) == 0
-    assert "probnn np train" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    for name in ("cnp-rbf", "canp-rbf", "mpnp-rbf"):
+        assert name in output
+
+
+@pytest.mark.slow
+def test_np_compare_writes_table_and_plot(trained, tmp_path):
+    out = tmp_path / "compare"
+    code = main([
+        "np", "compare", "--checkpoints", f"A={trained},B={trained}", "--tasks", "rbf,lotka-volterra",
+        "--num-tasks", "20", "--reference", "A", "--out", str(out), "--no-progress",
+    ])
+    assert code == 0
+    result = json.loads((out / "compare.json").read_text())
+    assert result["differences"]["rbf"]["B"]["target_ll"] == 0.0
+    assert "| lotka-volterra | B |" in (out / "table.md").read_text()
+    # Only the GP families have an exact posterior to plot against.
+    assert sorted(p.name for p in out.glob("*.png")) == ["predictions_rbf.png"]
+
+
+def test_np_compare_rejects_repeated_label(tmp_path, capsys):
+    code = main(["np", "compare", "--checkpoints", "a/cnp,b/cnp", "--out", str(tmp_path)])
+    assert code == 2
+    assert "names the label 'cnp' twice" in capsys.readouterr().err

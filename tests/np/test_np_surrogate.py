@@ -125,6 +125,67 @@ def test_fit_inside_range_silent(trained):
         NPModel(trained["cnp"]).fit(X, Y)
 
 
-def test_sample_functions_not_available(cnp_posterior):
+def test_sample_functions_not_available_for_cnp(cnp_posterior):
     with pytest.raises(NotImplementedError, match="not joint function samples"):
         cnp_posterior.sample_functions(jax.random.key(0), X_NEW, 4)
+
+
+def test_mpnp_function_draws_have_shape(mpnp_posterior):
+    draws = mpnp_posterior.sample_functions(jax.random.key(1), X_NEW, 7)
+    assert draws.shape == (7, 5)
+
+
+def test_function_draws_are_pseudo_set_means(trained):
+    # fit splits its key in two and draws the pseudo sets with the second half, so
+    # drawing K functions with that half reproduces the mixture's component means.
+    key = jax.random.key(9)
+    posterior = NPModel(trained["mpnp"]).fit(X, Y, key=key)
+    draws = posterior.sample_functions(jax.random.split(key)[1], X_NEW, 3)
+    component_means = posterior.predict(X_NEW).component_distribution.mean
+    np.testing.assert_allclose(draws, component_means.T, rtol=1e-5, atol=1e-6)
+
+
+def test_function_draws_reject_zero_samples(mpnp_posterior):
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        mpnp_posterior.sample_functions(jax.random.key(1), X_NEW, 0)
+
+
+def test_x_bounds_map_inputs_affinely(trained):
+    # [0, 10] onto [-2, 2]: u = -2 + 0.4 x.
+    user_x = (X + 2.0) / 0.4
+    mapped = NPModel(trained["cnp"]).fit(X, Y).predict(X_NEW)
+    bounded = NPModel(trained["cnp"], x_bounds=(0.0, 10.0)).fit(user_x, Y).predict((X_NEW + 2.0) / 0.4)
+    np.testing.assert_allclose(bounded.mean, mapped.mean, rtol=1e-5, atol=1e-6)
+
+
+def test_standardize_is_affine_equivariant(trained):
+    # With standardised outputs, fitting a + b y gives predictive mean a + b m and sd b s.
+    model = NPModel(trained["mpnp"], standardize=True)
+    base = model.fit(X, Y, key=jax.random.key(2)).predict(X_NEW)
+    moved = model.fit(X, 3.0 + 40.0 * Y, key=jax.random.key(2)).predict(X_NEW)
+    np.testing.assert_allclose(moved.mean, 3.0 + 40.0 * base.mean, rtol=1e-4)
+    np.testing.assert_allclose(np.sqrt(moved.variance), 40.0 * np.sqrt(base.variance), rtol=1e-4)
+
+
+def test_standardize_scales_context_to_half(trained):
+    posterior = NPModel(trained["cnp"], standardize=True).fit(X, 5.0 + 2.0 * Y)
+    context = np.asarray(posterior.y_context)[: len(Y)]
+    np.testing.assert_allclose([context.mean(), context.std()], [0.0, 0.5], atol=1e-5)
+
+
+def test_posterior_model_keeps_settings(trained):
+    model = NPModel(trained["cnp"], x_bounds=(0.0, 1.0), standardize=True, subsample=True)
+    again = model.fit((X + 2) / 4, Y).model
+    assert (again.x_bounds, again.standardize, again.subsample) == ((0.0, 1.0), True, True)
+
+
+def test_subsample_conditions_on_point_limit(trained):
+    x = np.linspace(-2, 2, 80)
+    with pytest.warns(UserWarning, match="random 50 of the 80 context points"):
+        posterior = NPModel(trained["cnp"], subsample=True).fit(x, np.sin(x))
+    assert posterior.num_context == 50
+
+
+def test_rejects_reversed_x_bounds(trained):
+    with pytest.raises(ValueError, match="low < high"):
+        NPModel(trained["cnp"], x_bounds=(1.0, 0.0))
