@@ -132,8 +132,9 @@ def _check_counts(iterations: int, initial: int, surrogate: str | None = None) -
     # The last proposal is fitted on all but one evaluation.
     if limit is not None and initial + iterations - 1 > limit:
         raise ValueError(
-            f"The {surrogate} surrogate conditions on at most {limit} evaluations, but --initial {initial} plus "
-            f"--iterations {iterations} needs {initial + iterations - 1}; lower --iterations to at most "
+            f"The {surrogate} surrogate conditions on at most {limit} evaluations, so a run has at most "
+            f"{limit + 1} (the last one is proposed from the {limit} before it). --initial {initial} and "
+            f"--iterations {iterations} make {initial + iterations}; lower --iterations to at most "
             f"{limit + 1 - initial}."
         )
 

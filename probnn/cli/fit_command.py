@@ -305,6 +305,12 @@ def run_fit(args) -> int:
     dataset = load_dataset(args.data, target=args.target)
     if dataset.task != "regression":
         raise ValueError(f"{dataset.name} is a classification dataset; `probnn fit` fits regression models.")
+    from probnn.processes.registry import make_regression_model
+
+    # Building each model once checks that it takes this many features (the neural
+    # processes take one) before any fit runs.
+    for name in names:
+        make_regression_model(name, dataset.X.shape[1])
     splits = _split_indices(args, dataset)
     settings = {
         "data": str(args.data),

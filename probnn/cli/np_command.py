@@ -47,12 +47,17 @@ def add_np_parser(subparsers) -> None:
     evaluate = commands.add_parser(
         "evaluate",
         help="Context and target log-likelihood per point of a trained neural process on held-out tasks.",
+        description=(
+            "Draw held-out tasks from a task family and report the mean context and target log-likelihood "
+            "per point, with standard errors over tasks. To score several checkpoints on the same tasks, "
+            "use `probnn np compare`."
+        ),
     )
     evaluate.add_argument("--checkpoint", required=True, help="shipped checkpoint name or a training folder")
     evaluate.add_argument("--task", default=None, help="task family (default: the one the checkpoint was trained on)")
     evaluate.add_argument("--tasks", type=int, default=5000, help="held-out tasks (default 5000)")
-    evaluate.add_argument("--seed", type=int, default=12345, help="seed of the held-out tasks")
-    evaluate.add_argument("--out", type=Path, default=None, help="write the figures as JSON to this file")
+    evaluate.add_argument("--seed", type=int, default=12345, help="seed of the held-out tasks (default 12345)")
+    evaluate.add_argument("--out", type=Path, default=None, help="write the log-likelihoods as JSON to this file")
     evaluate.set_defaults(handler=run_np_evaluate)
 
     compare = commands.add_parser(
@@ -68,7 +73,10 @@ def add_np_parser(subparsers) -> None:
         "--checkpoints", required=True,
         help="comma-separated shipped names or training folders; LABEL=PATH sets the label (default: the name)",
     )
-    compare.add_argument("--tasks", default="rbf,matern,periodic,t-noise", help="comma-separated task families")
+    compare.add_argument(
+        "--tasks", default="rbf,matern,periodic,t-noise",
+        help="comma-separated task families (default rbf,matern,periodic,t-noise); --num-tasks sets the count",
+    )
     compare.add_argument("--num-tasks", type=int, default=5000, help="held-out tasks per family (default 5000)")
     compare.add_argument("--seed", type=int, default=12345, help="seed of the held-out tasks (default 12345)")
     compare.add_argument("--reference", default=None, help="label for the paired differences (default: none)")
@@ -200,6 +208,10 @@ def run_np_compare(args) -> int:
     return 0
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def run_np_list(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -217,7 +229,7 @@ def run_np_list(args) -> int:
             description,
             network.config.model,
             f"{training.get('parameters', 0):,}",
-            f"{training.get('steps_done')} steps, {training.get('seconds', 0) / 60:.0f} min",
+            f"{training.get('steps_done')} steps, {_duration(training.get('seconds', 0))}",
         )
     if not SHIPPED_NP_CHECKPOINTS:
         print("No neural process checkpoints ship with this version; train one with `probnn np train`.")

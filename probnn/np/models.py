@@ -314,12 +314,18 @@ class MPNP(eqx.Module):
         return pseudo_x, pseudo_y
 
     def predict_with_pseudo(self, x_ctx, y_ctx, ctx_mask, pseudo_x, pseudo_y, x_tgt) -> tuple[Array, Array]:
-        """Means and standard deviations ``(K, M)`` given the context joined with each pseudo set."""
+        """Means and standard deviations ``(K, M)`` given the context joined with each pseudo set.
+
+        With an empty context the pseudo sets are masked out, so every component is the
+        backbone's prediction given no data: the generator was trained on contexts of at
+        least ``min_context`` points and its draws given nothing are not data-like.
+        """
+        use_pseudo = jnp.any(ctx_mask)
 
         def one(px, py):
             x = jnp.concatenate([x_ctx, px.astype(x_ctx.dtype)])
             y = jnp.concatenate([y_ctx, py.astype(y_ctx.dtype)])
-            mask = jnp.concatenate([ctx_mask, jnp.ones(py.shape, bool)])
+            mask = jnp.concatenate([ctx_mask, jnp.full(py.shape, use_pseudo)])
             return self.backbone(x, y, mask, x_tgt)
 
         return jax.vmap(one)(pseudo_x, pseudo_y)

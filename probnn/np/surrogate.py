@@ -52,13 +52,22 @@ def as_inputs(x, name: str) -> np.ndarray:
     return x
 
 
-def warn_outside_range(x: np.ndarray, x_range, name: str) -> None:
-    """Warn when inputs leave the range the network was trained on, where its predictions are untested."""
-    low, high = x_range
+def warn_outside_range(x: np.ndarray, x_range, name: str, x_bounds=None) -> None:
+    """Warn when inputs leave the range the network was trained on, where its predictions are untested.
+
+    With ``x_bounds`` the user's inputs are checked against those bounds, which map onto
+    the training range ``x_range``.
+    """
+    low, high = x_range if x_bounds is None else x_bounds
     if x.size and (x.min() < low or x.max() > high):
+        where = (
+            f"the training range [{low}, {high}] of this neural process" if x_bounds is None
+            else f"x_bounds [{low}, {high}], which maps onto the training range {list(x_range)} of this neural process"
+        )
+        fix = "Rescale the inputs into that range." if x_bounds is None else "Widen x_bounds to cover them."
         warnings.warn(
-            f"{name} has values in [{x.min():.3g}, {x.max():.3g}], outside the training range [{low}, {high}] of "
-            "this neural process; predictions there are extrapolations. Rescale the inputs into that range.",
+            f"{name} has values in [{x.min():.3g}, {x.max():.3g}], outside {where}; predictions there are "
+            f"extrapolations. {fix}",
             stacklevel=3,
         )
 
@@ -153,8 +162,8 @@ class NPModel(eqx.Module):
             rows = np.sort(np.asarray(jax.random.choice(key_subset, X.shape[0], (max_points,), replace=False)))
             X, y = X[rows], y[rows]
 
+        warn_outside_range(X, limits["x_range"], "X", self.x_bounds)
         X = self._to_network_inputs(X)
-        warn_outside_range(X, limits["x_range"], "X" if self.x_bounds is None else "X mapped by x_bounds")
         y_shift, y_scale = 0.0, 1.0
         if self.standardize and y.size:
             y_shift = float(y.mean())
@@ -236,16 +245,15 @@ class NPPosterior(eqx.Module):
     def _network_inputs(self, X_new) -> Array:
         if isinstance(X_new, jax.core.Tracer):
             # Inside a jitted acquisition search the values are unknown, so only the shape
-            # is checked; the search stays inside the unit cube the loop maps to x_bounds.
+            # is checked. The search stays inside the unit cube, which the loop maps to x_bounds.
             if X_new.ndim == 1:
                 X_new = X_new[:, None]
             if X_new.ndim != 2 or X_new.shape[1] != 1:
                 raise ValueError(f"X_new must have shape (m, 1) or (m,), got {tuple(X_new.shape)}.")
             return self.model._to_network_inputs(X_new).astype(self.x_context.dtype)
-        X_new = self.model._to_network_inputs(as_inputs(X_new, "X_new"))
-        name = "X_new" if self.x_bounds is None else "X_new mapped by x_bounds"
-        warn_outside_range(X_new, self.network.limits["x_range"], name)
-        return jnp.asarray(X_new, self.x_context.dtype)
+        X_new = as_inputs(X_new, "X_new")
+        warn_outside_range(X_new, self.network.limits["x_range"], "X_new", self.x_bounds)
+        return jnp.asarray(self.model._to_network_inputs(X_new), self.x_context.dtype)
 
     def predict(self, X_new: ArrayLike, latent: bool = False) -> dist.Distribution:
         """Posterior predictive of the outputs at ``X_new`` (``(m, 1)`` or ``(m,)``), batch shape ``(m,)``.

@@ -34,7 +34,7 @@ def _neural_process(checkpoint: str):
         if dim != 1:
             raise ValueError(
                 f"The neural process {checkpoint} takes 1-d inputs (it was trained on 1-d tasks), but the data "
-                f"has {dim} features; choose a process model for this dataset."
+                f"has {dim} features; choose a process model such as gp-rbf or tp-nngp for this dataset."
             )
         # Inputs arrive standardised, so most of them fall in the network's range [-2, 2].
         return NPModel(checkpoint, standardize=True, subsample=True)

@@ -62,6 +62,13 @@ def test_np_regression_model_rejects_two_features():
         make_regression_model("mpnp", 2)
 
 
+def test_fit_command_rejects_np_model_before_fitting(tmp_path, capsys):
+    code = main(["fit", "--data", "diabetes", "--model", "gp-rbf,canp", "--out", str(tmp_path)])
+    assert code == 2
+    assert "has 10 features" in capsys.readouterr().err
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
 def test_mpnp_bo_command_rejects_too_many_iterations(tmp_path, capsys):
     code = main(["bo", "--problem", "forrester", "--surrogate", "mpnp", "--iterations", "60", "--out", str(tmp_path)])
     assert code == 2

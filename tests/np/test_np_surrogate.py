@@ -77,6 +77,17 @@ def test_empty_context_predicts(trained):
         assert bool(jnp.all(jnp.isfinite(predictive.mean)))
 
 
+def test_mpnp_empty_context_uses_backbone_alone(trained):
+    # Without context the pseudo sets are masked out: every component is the backbone
+    # given no data.
+    network = trained["mpnp"]
+    predictive = NPModel(network).fit(np.zeros(0), np.zeros(0)).predict(X_NEW)
+    empty = jnp.zeros((50, 1), network.dtype), jnp.zeros(50, network.dtype), jnp.zeros(50, bool)
+    mean, _ = network.model.backbone(*empty, jnp.asarray(X_NEW[:, None], network.dtype))
+    np.testing.assert_allclose(predictive.component_distribution.mean, np.tile(mean[:, None], (1, 3)), rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_fit_pads_to_point_limit(cnp_posterior):
     assert cnp_posterior.x_context.shape == (50, 1)
     assert cnp_posterior.num_context == 8
@@ -184,6 +195,11 @@ def test_subsample_conditions_on_point_limit(trained):
     with pytest.warns(UserWarning, match="random 50 of the 80 context points"):
         posterior = NPModel(trained["cnp"], subsample=True).fit(x, np.sin(x))
     assert posterior.num_context == 50
+
+
+def test_warning_names_x_bounds_in_user_units(trained):
+    with pytest.warns(UserWarning, match=r"X_new has values in \[-1, 12\], outside x_bounds \[0.0, 10.0\]"):
+        NPModel(trained["cnp"], x_bounds=(0.0, 10.0)).fit((X + 2.0) / 0.4, Y).predict(np.array([-1.0, 12.0]))
 
 
 def test_rejects_reversed_x_bounds(trained):
