@@ -275,7 +275,7 @@ class NPPosterior(eqx.Module):
         return dist.MixtureSameFamily(mixing, components)
 
     def sample_functions(self, key, X_new, num_samples: int) -> Float[Array, "s m"]:
-        """Draws ``(num_samples, m)`` of the mean function at ``X_new`` from the martingale posterior (MPNP).
+        """Draw ``num_samples`` mean functions at ``X_new`` from the martingale posterior (MPNP), shape ``(s, m)``.
 
         Each draw is the predictive mean given the context joined with a fresh pseudo
         context set: the mean function of one completion of the data, which is how a

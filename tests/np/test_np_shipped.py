@@ -33,8 +33,8 @@ def test_shipped_checkpoint_names_its_model(name):
 
 @pytest.mark.slow
 def test_mpnp_rbf_target_log_likelihood():
-    # The acceptance run measured 0.578 with a standard error of 0.012 over 5,000 tasks;
-    # over 300 tasks the error is near 0.05, so 0.4 fails only on a real regression.
+    # The acceptance run measured 0.578 with a standard error of 0.012 over 5,000 tasks.
+    # Over 300 tasks the error is near 0.05, so 0.4 fails only on a real regression.
     assert evaluate_np("mpnp-rbf", "rbf", num_tasks=300, seed=7)["target_ll"] > 0.4
 
 
@@ -62,21 +62,21 @@ def test_np_regression_model_rejects_two_features():
         make_regression_model("mpnp", 2)
 
 
-def test_fit_command_rejects_np_model_before_fitting(tmp_path, capsys):
+def test_fit_rejects_np_model_early(tmp_path, capsys):
     code = main(["fit", "--data", "diabetes", "--model", "gp-rbf,canp", "--out", str(tmp_path)])
     assert code == 2
     assert "has 10 features" in capsys.readouterr().err
     assert not (tmp_path / "runs.jsonl").exists()
 
 
-def test_mpnp_bo_command_rejects_too_many_iterations(tmp_path, capsys):
+def test_mpnp_bo_rejects_long_runs(tmp_path, capsys):
     code = main(["bo", "--problem", "forrester", "--surrogate", "mpnp", "--iterations", "60", "--out", str(tmp_path)])
     assert code == 2
     assert "at most 50 evaluations" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_fit_command_scores_mpnp_on_one_dimensional_data(tmp_path):
+def test_fit_command_scores_mpnp(tmp_path):
     code = main(["fit", "--data", "sine-outliers", "--model", "mpnp", "--split", "0", "--out", str(tmp_path),
                  "--no-progress"])
     assert code == 0

@@ -197,7 +197,7 @@ def test_subsample_conditions_on_point_limit(trained):
     assert posterior.num_context == 50
 
 
-def test_warning_names_x_bounds_in_user_units(trained):
+def test_warning_quotes_user_x_bounds(trained):
     with pytest.warns(UserWarning, match=r"X_new has values in \[-1, 12\], outside x_bounds \[0.0, 10.0\]"):
         NPModel(trained["cnp"], x_bounds=(0.0, 10.0)).fit((X + 2.0) / 0.4, Y).predict(np.array([-1.0, 12.0]))
 
